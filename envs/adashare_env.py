@@ -1,0 +1,300 @@
+"""AdaShareEnv: policy logits, losses, curriculum, temperature and the alternating optimisation.
+
+One env serves every phase (SPEC §3.6, §5, §6, §7):
+  'warmup'  - shared full network, Adam on the weights, task losses only;
+  'weights' - Gumbel-Softmax gates per task, SGD on the weights (train1);
+  'policy'  - Gumbel-Softmax gates, Adam on the logits, task losses + regularisers (train2);
+  'retrain' - fixed 0/1 policies, Adam on the weights.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import torch
+
+from envs import losses as L
+from envs.base_env import BaseEnv
+from models import build_model
+from models import policy as P
+from utils.device import DistContext
+from utils.metrics import MetricProtocol, MultiTaskMetrics, seg_ignore_index
+
+PHASES = ('warmup', 'weights', 'policy', 'retrain')
+
+
+@dataclass
+class TrainState:
+    """Counters of the training loop; saved with every checkpoint so a run can resume."""
+    current_iter: int = 0
+    current_iter_w: int = 0
+    current_iter_a: int = 0
+    p_epoch: int = 0
+    flag: str = 'update_w'
+    alternation_started: bool = False
+    best_value: float = 0.0
+    temperature: float = 5.0
+
+
+class AdaShareEnv(BaseEnv):
+    """The AdaShare multi-task env (the original's BlockDropEnv)."""
+
+    def __init__(self, opt: dict, device: torch.device, dist: DistContext | None = None,
+                 is_train: bool = True, seg_class_weights: torch.Tensor | None = None):
+        self.opt = opt
+        self.tasks: list[str] = list(opt['tasks'])
+        self.dataset: str = opt['dataload']['dataset']
+        self.quirks: dict = opt.get('quirks', {}) or {}
+        for task in self.tasks:
+            if task in ('keypoint', 'edge') and self.dataset != 'Taskonomy':
+                raise ValueError(f"task '{task}' needs the Taskonomy dataset, not {self.dataset}")
+        train_opt = opt.get('train', {}) or {}
+        network = build_model(opt['backbone'], list(opt['tasks_num_class']),
+                              init_method=train_opt.get('init_method', opt.get('init_method', 'equal')),
+                              init_neg_logits=opt.get('init_neg_logits'),
+                              skip_layer=opt.get('skip_layer', 0) or 0,
+                              head_channels=opt.get('head_channels', 1024) or 1024)
+        super().__init__(network, opt['paths']['checkpoint_dir'], opt['exp_name'], device, dist, is_train)
+        self.state = TrainState(temperature=float(train_opt.get('init_temp', 5.0)))
+        self.decay_temp = float(train_opt.get('decay_temp', 0.965))
+        self.seg_class_weights = seg_class_weights.to(device) if seg_class_weights is not None else None
+        self.fixed_policies: list[torch.Tensor] | None = None
+        self.last_gates: list[torch.Tensor] | None = None
+        if is_train:
+            self.define_optimizers(policy_learning=False)
+            self.define_schedulers(policy_learning=False)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def lambdas(self) -> list[float]:
+        return [float(x) for x in self.opt['lambdas']]
+
+    @property
+    def temperature(self) -> float:
+        return self.state.temperature
+
+    def num_train_layers(self) -> int | None:
+        """Curriculum window: how many of the top policy rows are gated now (SPEC §4.3)."""
+        train_opt = self.opt['train']
+        return P.num_train_layers(self.state.p_epoch, int(train_opt['curriculum_speed']),
+                                  bool(self.opt.get('is_curriculum', False)))
+
+    def policy_logits(self) -> list[torch.Tensor]:
+        return self.network.policy_logits()
+
+    def execute_probabilities(self) -> list[torch.Tensor]:
+        """Per task, softmax(logits)[:, 0] (every task, fixing the original's display bug)."""
+        return [P.execute_probabilities(logits.detach()).cpu() for logits in self.policy_logits()]
+
+    # ---------------------------------------------------------------- optimisers (SPEC §6)
+    def define_optimizers(self, policy_learning: bool) -> None:
+        train_opt = self.opt['train']
+        groups = [{'params': self.network.task_specific_parameters(), 'lr': float(train_opt['lr'])},
+                  {'params': self.network.backbone_parameters(), 'lr': float(train_opt['backbone_lr'])}]
+        if policy_learning:
+            self.optimizers['weights'] = torch.optim.SGD(groups, momentum=0.9, weight_decay=1e-4)
+        else:
+            self.optimizers['weights'] = torch.optim.Adam(groups, betas=(0.5, 0.999), weight_decay=1e-4)
+        # The original honours policy_lr only with all_chosen; 0.01 equals every shipped value.
+        init_method = train_opt.get('init_method', 'equal')
+        policy_lr = float(train_opt['policy_lr']) if init_method == 'all_chosen' else 0.01
+        self.optimizers['alphas'] = torch.optim.Adam(self.network.arch_parameters(), lr=policy_lr,
+                                                     weight_decay=5e-4)
+
+    def define_schedulers(self, policy_learning: bool) -> None:
+        train_opt = self.opt['train']
+        freq_key, rate_key = ('policy_decay_lr_freq', 'policy_decay_lr_rate') if policy_learning \
+            else ('decay_lr_freq', 'decay_lr_rate')
+        if policy_learning and self.quirks.get('weight_lr_schedule_after_warmup', False):
+            freq_key, rate_key = 'decay_lr_freq', 'decay_lr_rate'
+        freq, rate = train_opt.get(freq_key), train_opt.get(rate_key)
+        if freq is not None and rate is not None:
+            self.schedulers['weights'] = torch.optim.lr_scheduler.StepLR(
+                self.optimizers['weights'], step_size=int(freq), gamma=float(rate))
+        elif policy_learning:
+            # Faithful (SPEC §12.2 item 19): the warm-up StepLR stays bound to the discarded Adam,
+            # so the SGD learning rate is constant during the alternation.
+            self.schedulers.pop('weights', None)
+
+    def start_alternation(self) -> None:
+        """First alternation iteration: SGD on the weights and a fresh Adam on the logits."""
+        self.define_optimizers(policy_learning=True)
+        self.define_schedulers(policy_learning=True)
+        self.state.alternation_started = True
+
+    # ---------------------------------------------------------------- freezing
+    def fix_w(self) -> None:
+        for p in self.network.network_parameters():
+            p.requires_grad_(False)
+
+    def free_w(self, fix_bn: bool = False) -> None:
+        for p in self.network.task_specific_parameters():
+            p.requires_grad_(True)
+        for name, p in self.network.backbone.named_parameters():
+            # Faithful: the downsample BNs (ds.<s>.1) do not contain 'bn' and stay trainable.
+            p.requires_grad_(not (fix_bn and 'bn' in name))
+
+    def fix_alpha(self) -> None:
+        for p in self.network.arch_parameters():
+            p.requires_grad_(False)
+
+    def free_alpha(self) -> None:
+        for p in self.network.arch_parameters():
+            p.requires_grad_(True)
+
+    def decay_temperature(self) -> None:
+        self.state.temperature *= self.decay_temp
+
+    # ---------------------------------------------------------------- policies
+    def set_fixed_policy(self, policies: list[torch.Tensor]) -> None:
+        """Fix the 0/1 `[P, 2]` policies used by 'retrain' and evaluation."""
+        rows = self.network.num_policy_rows
+        if len(policies) != len(self.tasks):
+            raise ValueError(f"policy has {len(policies)} tasks, the config has {len(self.tasks)} ({self.tasks})")
+        for t, pol in enumerate(policies):
+            if tuple(pol.shape) != (rows, 2):
+                raise ValueError(f"task{t + 1}_policy has shape {tuple(pol.shape)}, expected ({rows}, 2) "
+                                 f"for {self.opt['backbone']} with skip_layer {self.network.skip_layer}")
+        self.fixed_policies = [pol.to(self.device) for pol in policies]
+
+    def _pad(self, gates: torch.Tensor, num_gated: int | None) -> torch.Tensor:
+        return P.pad_gates(gates, self.network.num_blocks, num_gated)
+
+    def gumbel_gates(self, hard: bool = False) -> list[torch.Tensor]:
+        n = self.num_train_layers()
+        return [self._pad(P.gumbel_gates(logits, self.temperature, hard=hard), n)
+                for logits in self.policy_logits()]
+
+    def sampled_gates(self, hard_sampling: bool = False) -> list[torch.Tensor]:
+        """Discrete gates for validation during the alternation (SPEC §4.4: numpy, per call)."""
+        logits = [lg.detach() for lg in self.policy_logits()]
+        policies = P.hard_policy(logits) if hard_sampling else P.sample_policy_numpy(logits)
+        n = self.num_train_layers()
+        return [self._pad(pol.float().to(self.device), n) for pol in policies]
+
+    def fixed_gates(self) -> list[torch.Tensor]:
+        if self.fixed_policies is None:
+            raise RuntimeError('no fixed policy set: call set_fixed_policy() (from a policy pickle) first')
+        return [self._pad(pol.float(), None) for pol in self.fixed_policies]
+
+    # ---------------------------------------------------------------- forward and losses
+    def forward(self, phase: str) -> list[torch.Tensor]:
+        img = self.batch['img'].float()
+        train_opt = self.opt.get('train', {}) or {}
+        use_policy = bool(self.opt.get('policy', True))
+        if phase == 'warmup' or (phase in ('weights', 'policy', 'eval_policy') and not use_policy) \
+                or phase == 'eval_shared':
+            self.last_gates = None
+            return self.network(img)
+        if phase in ('weights', 'policy'):
+            self.last_gates = self.gumbel_gates(hard=bool(train_opt.get('hard_sampling', False)))
+            return self.network(img, self.last_gates)
+        if phase == 'eval_policy':
+            self.last_gates = self.sampled_gates(bool(train_opt.get('hard_sampling', False)))
+            return self.network(img, self.last_gates)
+        if phase in ('retrain', 'eval_fixed'):
+            self.last_gates = self.fixed_gates()
+            skip = bool(self.quirks.get('true_skip', False)) and phase == 'retrain'
+            return self.network(img, self.last_gates, skip_unselected=skip)
+        raise ValueError(f"unknown phase '{phase}', expected one of {PHASES + ('eval_policy', 'eval_fixed', 'eval_shared')}")
+
+    def task_losses(self, outputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = {}
+        decode = bool(self.quirks.get('decode_normals', False))
+        for task, pred in zip(self.tasks, outputs):
+            losses[task] = L.task_loss(task, pred, self.batch, self.dataset,
+                                       class_weights=self.seg_class_weights, decode_normals=decode)
+        return losses
+
+    def regularisers(self) -> dict[str, Any]:
+        """Sparsity and sharing losses of SPEC §5 on the policy logits."""
+        logits = self.policy_logits()
+        diff = bool(self.opt.get('diff_sparsity_weights', False))
+        is_sharing = bool(self.opt.get('is_sharing', False))
+        out: dict[str, Any] = {}
+        if self.opt.get('is_sparse', False):
+            total, per_task = L.sparsity_loss(logits, self.num_train_layers(), diff, is_sharing,
+                                              paper=bool(self.quirks.get('paper_sparsity', False)))
+            out['sparsity'] = {'total': total, **{f'task{t + 1}': v for t, v in enumerate(per_task)}}
+        if is_sharing:
+            out['hamming'] = {'total': L.sharing_loss(
+                logits, diff, paper_weights=bool(self.quirks.get('paper_sharing_weights', False)))}
+        return out
+
+    def optimize(self, phase: str) -> dict[str, Any]:
+        """One optimisation step of `phase` on the current batch; returns detached losses."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase '{phase}', expected one of {PHASES}")
+        outputs = self.forward(phase)
+        task_losses = self.task_losses(outputs)
+        loss = sum(lam * task_losses[task] for lam, task in zip(self.lambdas, self.tasks))
+        report: dict[str, Any] = {task: {'total': v.detach()} for task, v in task_losses.items()}
+        report['total'] = {'total': loss.detach()}
+        if phase == 'policy':
+            regs = self.regularisers()
+            train_opt = self.opt['train']
+            if 'hamming' in regs:
+                loss = loss + float(train_opt['reg_w_hamming']) * regs['hamming']['total']
+            if 'sparsity' in regs:
+                loss = loss + float(train_opt['reg_w']) * regs['sparsity']['total']
+            for key, group in regs.items():
+                report[key] = {k: v.detach() for k, v in group.items()}
+        self._check_finite(loss, report, phase)
+        if phase == 'policy':
+            optimizer, params, scheduler = self.optimizers['alphas'], self.network.arch_parameters(), None
+        else:
+            optimizer, params = self.optimizers['weights'], self.network.network_parameters()
+            scheduler = self.schedulers.get('weights')
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sync_gradients(params)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return report
+
+    def _check_finite(self, loss: torch.Tensor, report: dict, phase: str) -> None:
+        """Hook for the numerical guard; a no-op in the faithful default (no host sync)."""
+        return None
+
+    # ---------------------------------------------------------------- validation
+    def metrics_for(self, extras: bool) -> MultiTaskMetrics:
+        return MultiTaskMetrics(self.tasks, list(self.opt['tasks_num_class']), self.dataset,
+                                protocol=MetricProtocol.from_config(self.opt), extras=extras,
+                                seg_class_weights=self.seg_class_weights)
+
+    @torch.no_grad()
+    def validate(self, loader: Iterable, mode: str, eval_iter: int = 10, extras: bool = False) -> dict:
+        """Evaluate `mode` ('eval_shared' | 'eval_policy' | 'eval_fixed') on at most eval_iter+1 batches.
+
+        eval_iter = -1 evaluates the whole loader (test.py); 10 is the original's validation.
+        """
+        was_training = self.network.training
+        self.eval()
+        metrics = self.metrics_for(extras)
+        for batch_idx, batch in enumerate(loader):
+            if 0 <= eval_iter < batch_idx:
+                break
+            self.set_inputs(batch)
+            outputs = self.forward(mode)
+            metrics.update(outputs, self.batch)
+        if was_training:
+            self.train()
+        return metrics.compute()
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_label(self, label: str, extra: dict | None = None) -> str | None:
+        payload = {'state': asdict(self.state)}
+        if self.schedulers:
+            payload['schedulers'] = {k: s.state_dict() for k, s in self.schedulers.items()}
+        if extra:
+            payload.update(extra)
+        return self.save(label, self.state.current_iter, self.state.temperature, extra=payload)
+
+    def load_label(self, label: str, strict: bool = False, hint: str | None = None) -> int:
+        """Load weights, `iter` and `temp` like the original `load()`; returns the iteration."""
+        state = self.load_network(label, strict=strict, hint=hint)
+        self.state.current_iter = int(state.get('iter', 0))
+        if 'temp' in state:
+            self.state.temperature = float(state['temp'])
+        return self.state.current_iter

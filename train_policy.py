@@ -1,0 +1,174 @@
+"""Phase 1 of AdaShare: warm-up, then alternate weight (train1) and policy (train2) updates.
+
+    python train_policy.py --config yamls/adashare/nyu_v2_3task.yml --gpus 0
+    torchrun --nproc_per_node 2 train_policy.py --config yamls/adashare/nyu_v2_3task.yml --gpus 0 1
+
+The original release called this script train.py (SPEC §6).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from envs import AdaShareEnv  # noqa: E402
+from utils.checkpoint import format_policy_table  # noqa: E402
+from utils.cli import parse_args, run_main  # noqa: E402
+from utils.config import format_options, load_config  # noqa: E402
+from utils.device import cleanup_distributed, init_distributed  # noqa: E402
+from utils.logging import RunLogger  # noqa: E402
+from utils.metrics import score  # noqa: E402
+from utils.seeding import fix_random_seed  # noqa: E402
+from utils import training as T  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    opt = load_config(args.config, 'train_policy')
+    dist = init_distributed(args.gpus)
+    try:
+        return _train(opt, dist)
+    finally:
+        cleanup_distributed()
+
+
+def _train(opt: dict, dist) -> int:
+    fix_random_seed(opt['seed'][0])
+    T.make_dirs(opt, dist)
+    logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
+    logger.write_options(format_options(opt))
+
+    trainset = T.build_split(opt, 'train')
+    loaders = {name: T.make_loader(opt, T.build_split(opt, name), True, dist) if name != 'train'
+               else T.make_loader(opt, trainset, True, dist) for name in ('train', 'train1', 'train2')}
+    val_loader = T.make_loader(opt, T.build_split(opt, T.validation_split(opt)), False, dist)
+    train_opt = opt['train']
+    if train_opt.get('weight_iter_alternate') is None:
+        train_opt['weight_iter_alternate'] = len(loaders['train1'])
+    if train_opt.get('alpha_iter_alternate') is None:
+        train_opt['alpha_iter_alternate'] = len(loaders['train2'])
+    loop = T.LoopConfig(total_iters=int(train_opt['total_iters']), warm_up_iters=int(train_opt['warm_up_iters']),
+                        weight_iter_alternate=int(train_opt['weight_iter_alternate']),
+                        alpha_iter_alternate=int(train_opt['alpha_iter_alternate']),
+                        print_freq=int(train_opt['print_freq']), val_freq=int(train_opt['val_freq']))
+
+    env = AdaShareEnv(opt, dist.device, dist, is_train=True,
+                      seg_class_weights=getattr(trainset, 'class_weights', None))
+    if dist.distributed:
+        # Each rank draws its own Gumbel noise, as each DataParallel replica did (SPEC §10).
+        torch.manual_seed(opt['seed'][0] + dist.rank)
+    if train_opt.get('resume'):
+        env.load_label(train_opt['which_iter'],
+                       hint='policy learning writes it: python train_policy.py --config <yaml>')
+        env.network.reset_logits()
+        env.network.to(dist.device)
+        env.define_optimizers(policy_learning=False)
+        env.define_schedulers(policy_learning=False)
+    env.fix_alpha()
+    env.free_w(bool(opt.get('fix_BN', False)))
+
+    refer = T.reference_for(opt)
+    best_after = T.best_threshold_blocks(opt) * int(train_opt['curriculum_speed']) * \
+        (loop.weight_iter_alternate + loop.alpha_iter_alternate)
+    iters = {name: T.InfiniteLoader(loader) for name, loader in loaders.items()}
+    policy_on = bool(opt.get('policy', True))
+    state = env.state
+    n_eval = T.eval_iter(opt)
+
+    bar = tqdm(total=loop.total_iters, initial=state.current_iter, disable=not dist.is_main, dynamic_ncols=True)
+    while state.current_iter < loop.total_iters:
+        env.train()
+        state.current_iter += 1
+        it = state.current_iter
+        bar.update(1)
+        if it < loop.warm_up_iters:
+            bar.set_description('warm-up')
+            env.set_inputs(next(iters['train']))
+            losses = env.optimize('warmup')
+            if it % loop.print_freq == 0:
+                _log_losses(logger, bar, it, 'warmup', losses, env)
+            if it % loop.val_freq == 0:
+                metrics = env.validate(val_loader, 'eval_shared', n_eval, extras=True) if dist.is_main else {}
+                _log_metrics(logger, bar, it, metrics)
+                env.save_label('latest')
+            continue
+
+        if not state.alternation_started:
+            env.start_alternation()
+            if it == loop.warm_up_iters:
+                env.save_label('warmup')
+            env.fix_alpha()
+        if state.flag == 'update_w':
+            bar.set_description(f'weights (tau {state.temperature:.3f})')
+            state.current_iter_w += 1
+            env.set_inputs(next(iters['train1']))
+            losses = env.optimize('weights')
+            if it % loop.print_freq == 0:
+                _log_losses(logger, bar, it, 'weights', losses, env)
+            if state.current_iter_w % loop.weight_iter_alternate == 0:
+                state.flag = 'update_alpha'
+                env.fix_w()
+                env.free_alpha()
+                mode = 'eval_policy' if policy_on else 'eval_shared'
+                metrics = env.validate(val_loader, mode, n_eval, extras=True) if dist.is_main else {}
+                _log_metrics(logger, bar, it, metrics)
+                env.save_label('latest')
+                if dist.is_main and it - loop.warm_up_iters >= best_after:
+                    value = score(metrics, refer)
+                    logger.log_scalars('val', {'score': value}, it)
+                    if value > state.best_value:
+                        state.best_value = value
+                        env.save_label('best')
+                        bar.write(f'[{it}] new best score {value:.4f}: saved best')
+        else:
+            bar.set_description(f'policy (tau {state.temperature:.3f})')
+            state.current_iter_a += 1
+            env.set_inputs(next(iters['train2']))
+            losses = env.optimize('policy')
+            if it % loop.print_freq == 0:
+                _log_losses(logger, bar, it, 'policy', losses, env)
+            if state.current_iter_a % loop.alpha_iter_alternate == 0:
+                state.flag = 'update_w'
+                env.fix_alpha()
+                env.free_w(bool(opt.get('fix_BN', False)))
+                env.decay_temperature()
+                state.p_epoch += 1
+                _log_policy(logger, bar, it, env)
+    bar.close()
+    logger.close()
+    return 0
+
+
+
+def _log_losses(logger: RunLogger, bar: tqdm, it: int, phase: str, losses: dict, env: AdaShareEnv) -> None:
+    values = T.losses_to_float(losses)
+    logger.log_losses(it, values, phase)
+    logger.log_scalars('train', {'temperature': env.temperature}, it)
+    bar.write(T.loss_line(f'{phase} {it}', values))
+
+
+def _log_metrics(logger: RunLogger, bar: tqdm, it: int, metrics: dict) -> None:
+    if not metrics:
+        return
+    logger.log_metrics(it, metrics, 'val')
+    text = '; '.join(f"{task}: " + ', '.join(f'{k} {v:.4f}' for k, v in m.items()) for task, m in metrics.items())
+    bar.write(f'[{it}] validation: {text}')
+
+
+def _log_policy(logger: RunLogger, bar: tqdm, it: int, env: AdaShareEnv) -> None:
+    probs = env.execute_probabilities()
+    for t, task in enumerate(env.tasks):
+        logger.log_scalars(f'policy/{task}', {f'block{i:02d}': float(p) for i, p in enumerate(probs[t])}, it)
+    hard = [torch.stack([(p >= 0.5).long(), (p < 0.5).long()], dim=1) for p in probs]
+    n = env.num_train_layers()
+    bar.write(f'[{it}] policy epoch {env.state.p_epoch}, temperature {env.temperature:.4f}, '
+              f'gated blocks {n if n is not None else "all"}; execute probabilities:\n'
+              + format_policy_table(hard, env.tasks, probabilities=probs))
+
+
+if __name__ == '__main__':
+    run_main(main)

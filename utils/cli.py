@@ -1,0 +1,47 @@
+"""The three flags every script takes (SPEC §2), and one clear message instead of a traceback wall."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`--config PATH`, `--gpus INT...` (default [0]; -1 = CPU), `--exp_ids INT...` (default [0])."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--config', required=True, help='YAML config file (e.g. yamls/adashare/nyu_v2_3task.yml)')
+    parser.add_argument('--gpus', type=int, nargs='+', default=[0],
+                        help='CUDA device ids; -1 runs on the CPU (no CUDA also falls back to the CPU)')
+    parser.add_argument('--exp_ids', type=int, nargs='+', default=[0],
+                        help='indices into the config\'s seed list (re-train.py, test.py)')
+    return parser.parse_args(argv)
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run a script's main(); user errors print one line (set ADASHARE_DEBUG=1 for the traceback)."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
+        if not _is_user_error(err) or os.environ.get('ADASHARE_DEBUG'):
+            raise
+        print(f'error: {err}', file=sys.stderr)
+        print('(set ADASHARE_DEBUG=1 to see the traceback)', file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
+
+
+_OUR_PACKAGES = ('utils.', 'dataloaders.', 'envs.', 'models.')
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Errors about the user's input: bad config, missing files, bad devices, corrupt checkpoints."""
+    if isinstance(err, (FileNotFoundError, NotADirectoryError, PermissionError)):
+        return True
+    module = type(err).__module__ or ''
+    return isinstance(err, ValueError) or module.startswith(_OUR_PACKAGES)
