@@ -189,12 +189,14 @@ class AdaShareEnv(BaseEnv):
         if phase in ('weights', 'policy'):
             self.last_gates = self.gumbel_gates(hard=bool(train_opt.get('hard_sampling', False)))
             return self.network(img, self.last_gates)
+        # Evaluation with 0/1 gates runs only the selected blocks and shares common prefixes:
+        # exact in eval mode (SPEC §0.5). In training it is the `true_skip` quirk (BN statistics).
         if phase == 'eval_policy':
             self.last_gates = self.sampled_gates(bool(train_opt.get('hard_sampling', False)))
-            return self.network(img, self.last_gates)
+            return self.network(img, self.last_gates, skip_unselected=not self.network.training)
         if phase in ('retrain', 'eval_fixed'):
             self.last_gates = self.fixed_gates()
-            skip = bool(self.quirks.get('true_skip', False)) and phase == 'retrain'
+            skip = bool(self.quirks.get('true_skip', False)) if phase == 'retrain' else not self.network.training
             return self.network(img, self.last_gates, skip_unselected=skip)
         raise ValueError(f"unknown phase '{phase}', expected one of {PHASES + ('eval_policy', 'eval_fixed', 'eval_shared')}")
 
