@@ -76,7 +76,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger) -> dict | None:
     else:
         init_state = copy.deepcopy(env.network.state_dict())
         policies = obtain_policy(env, opt, seed, dist)
-        if train_opt.get('retrain_from_pl'):
+        if opt.get('retrain_from_pl'):
             env.load_label(policy_iter)
             env.state.current_iter = 0
         else:

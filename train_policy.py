@@ -72,7 +72,7 @@ def _train(opt: dict, dist) -> int:
     env.free_w(bool(opt.get('fix_BN', False)))
 
     refer = T.reference_for(opt)
-    best_after = T.best_threshold_blocks(opt) * int(train_opt['curriculum_speed']) * \
+    best_after = T.best_threshold_blocks(opt) * int(opt['curriculum_speed']) * \
         (loop.weight_iter_alternate + loop.alpha_iter_alternate)
     iters = {name: T.InfiniteLoader(loader) for name, loader in loaders.items()}
     policy_on = bool(opt.get('policy', True))

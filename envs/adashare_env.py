@@ -75,8 +75,7 @@ class AdaShareEnv(BaseEnv):
 
     def num_train_layers(self) -> int | None:
         """Curriculum window: how many of the top policy rows are gated now (SPEC §4.3)."""
-        train_opt = self.opt['train']
-        return P.num_train_layers(self.state.p_epoch, int(train_opt['curriculum_speed']),
+        return P.num_train_layers(self.state.p_epoch, int(self.opt['curriculum_speed']),
                                   bool(self.opt.get('is_curriculum', False)))
 
     def policy_logits(self) -> list[torch.Tensor]:

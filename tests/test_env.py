@@ -17,7 +17,7 @@ def tiny_opt(tmp_path, tasks=('seg', 'sn', 'depth'), num_class=(5, 3, 1), **over
         'tasks': list(tasks), 'tasks_num_class': list(num_class), 'lambdas': [1.0] * len(tasks),
         'policy_model': 'task-specific', 'policy': True, 'init_neg_logits': None,
         'is_sparse': True, 'is_sharing': True, 'skip_layer': 0, 'is_curriculum': True,
-        'fix_BN': False, 'diff_sparsity_weights': True, 'retrain_from_pl': False,
+        'fix_BN': False, 'diff_sparsity_weights': True, 'retrain_from_pl': False, 'curriculum_speed': 1,
         'paths': {'log_dir': str(tmp_path / 'logs'), 'result_dir': str(tmp_path / 'results'),
                   'checkpoint_dir': str(tmp_path / 'ckpt')},
         'dataload': {'dataset': 'NYU_v2', 'dataroot': str(tmp_path), 'crop_h': H, 'crop_w': W,
@@ -26,7 +26,7 @@ def tiny_opt(tmp_path, tasks=('seg', 'sn', 'depth'), num_class=(5, 3, 1), **over
                   'policy_lr': 0.01, 'reg_w': 0.05, 'reg_w_hamming': 0.05, 'print_freq': 1, 'val_freq': 2,
                   'decay_lr_freq': 4000, 'decay_lr_rate': 0.5, 'init_temp': 5.0, 'decay_temp': 0.965,
                   'resume': False, 'which_iter': 'warmup', 'retrain_resume': False, 'policy_iter': 'best',
-                  'init_method': 'equal', 'hard_sampling': False, 'curriculum_speed': 1,
+                  'init_method': 'equal', 'hard_sampling': False,
                   'weight_iter_alternate': 2, 'alpha_iter_alternate': 2},
         'quirks': {},
     }

@@ -1,0 +1,844 @@
+"""The configuration: one schema for every YAML key, loading, validation, defaults and the reference docs.
+
+The config stays a plain nested dict (`opt['train']['lr']`, as in the original). `SCHEMA` below is the
+single source of truth: every key of SPEC §1, our extension keys and the `quirks:` switches, each with
+its type/range, default, the scripts that require it and a one-line meaning. Adding a key is one
+`Key(...)` line; validation, defaults, path resolution, `format_options` and `schema_markdown` all
+follow from it.
+
+    opt = load_config('yamls/adashare/nyu_v2_3task.yml', 'train_policy')
+    python -m utils.config --markdown                       # the configuration reference
+    python -m utils.config yamls/x.yml --script re-train    # validate a file, print the options
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPTS = ('train_policy', 're-train', 'test')
+TRAIN = ('train_policy',)
+RETRAIN = ('re-train',)
+TRAIN_RETRAIN = ('train_policy', 're-train')
+ALL = SCRIPTS
+
+TASKS = ('seg', 'sn', 'depth', 'keypoint', 'edge')
+DATASETS = ('NYU_v2', 'CityScapes', 'Taskonomy')
+DATASET_TASKS = {'NYU_v2': ('seg', 'sn', 'depth'), 'CityScapes': ('seg', 'depth'), 'Taskonomy': TASKS}
+# Residual blocks L of each backbone (the policy has L - skip_layer rows per task).
+BACKBONE_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 16, 'ResNet101': 33}
+# Output channels the losses and metrics of these tasks assume.
+FIXED_TASK_CHANNELS = {'sn': 3, 'depth': 1, 'keypoint': 1, 'edge': 1}
+SPLITS = ('train', 'train1', 'train2', 'val', 'test', 'test_small')
+MAX_SEED = 2 ** 32 - 1  # numpy's seeding limit
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file, the key, the value and the expectation."""
+
+    def __init__(self, message: str, errors: Sequence[str] | None = None):
+        super().__init__(message)
+        self.errors = list(errors) if errors is not None else [message]
+
+
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """The config path does not exist (both a ConfigError and a FileNotFoundError)."""
+
+
+# ----------------------------------------------------------------------------------------- value checks
+class Check:
+    """Type/range check of one value: `problem(value)` is None when fine, else the text after 'key = value: '."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def problem(self, value: Any) -> str | None:
+        return None if self.accepts(value) else f'expected {self.describe()}'
+
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+class Boolean(Check):
+    def describe(self) -> str:
+        return 'true or false'
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Integer(Check):
+    lo: int | None = None
+    hi: int | None = None
+
+    def describe(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f'an integer in [{self.lo}, {self.hi}]'
+        if self.lo is not None:
+            return f'an integer >= {self.lo}'
+        return 'an integer'
+
+    def accepts(self, value: Any) -> bool:
+        return (_is_int(value) and (self.lo is None or value >= self.lo)
+                and (self.hi is None or value <= self.hi))
+
+
+@dataclass(frozen=True)
+class Number(Check):
+    """A finite int or float (bool refused); bounds gt/ge below, le above."""
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+
+    def describe(self) -> str:
+        low = f'({self.gt:g}' if self.gt is not None else f'[{self.ge:g}' if self.ge is not None else None
+        if low is not None and self.le is not None:
+            return f'a number in {low}, {self.le:g}]'
+        if self.gt is not None:
+            return f'a number > {self.gt:g}'
+        if self.ge is not None:
+            return f'a number >= {self.ge:g}'
+        if self.le is not None:
+            return f'a number <= {self.le:g}'
+        return 'a number'
+
+    def accepts(self, value: Any) -> bool:
+        return (_is_number(value) and (self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.le is None or value <= self.le))
+
+    def problem(self, value: Any) -> str | None:
+        if self.accepts(value):
+            return None
+        if isinstance(value, str) and _looks_numeric(value):
+            return f'expected {self.describe()}, not a string (remove the quotes)'
+        return f'expected {self.describe()}'
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Text(Check):
+    """A non-empty string: a `name` (no path separators, e.g. exp_name or a checkpoint label) or a `path`."""
+    kind: str = 'name'
+    example: str = ''
+
+    def describe(self) -> str:
+        if self.kind == 'path':
+            return 'a non-empty path string'
+        example = f' such as {self.example}' if self.example else ''
+        return f'a non-empty name{example} (a string without / or \\)'
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, str) or not value.strip():
+            return False
+        return self.kind == 'path' or not (set(value) & {'/', '\\'} or value in ('.', '..'))
+
+
+@dataclass(frozen=True)
+class Choice(Check):
+    """One of `choices`; `refused` maps known-but-unsupported values to the reason."""
+    choices: tuple[str, ...]
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return 'one of ' + ', '.join(repr(c) for c in self.choices)
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.choices
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, str) and value in self.refused:
+            return f'{self.refused[value]}; expected {self.describe()}'
+        return super().problem(value)
+
+
+@dataclass(frozen=True)
+class ListOf(Check):
+    item: Check
+
+    def describe(self) -> str:
+        return f'a non-empty list, each item {self.item.describe()}'
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and all(self.item.accepts(v) for v in value)
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, list) or not value:
+            return f'expected {self.describe()}'
+        for index, item in enumerate(value):
+            if not self.item.accepts(item):
+                return f'expected {self.describe()} (item {index} = {_show(item)} is not)'
+        return None
+
+
+@dataclass(frozen=True)
+class Nullable(Check):
+    """`inner` or null (an empty YAML value)."""
+    inner: Check
+
+    def describe(self) -> str:
+        return f'{self.inner.describe()} or null'
+
+    def accepts(self, value: Any) -> bool:
+        return value is None or self.inner.accepts(value)
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        inner = self.inner.problem(value)
+        return None if inner is None else f'{inner} or null'
+
+
+# ----------------------------------------------------------------------------------------- the schema
+REQUIRED = object()  # sentinel: no default
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Default copied from another key (e.g. retrain_total_iters = total_iters)."""
+    source: str
+
+
+Condition = tuple  # (dotted key, value): required only when that key has that value
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key. `required_by` maps a script to None (always required) or a Condition."""
+    name: str
+    check: Check
+    meaning: str
+    default: Any = REQUIRED
+    required_by: Mapping[str, Condition | None] = field(default_factory=dict)
+    path: bool = False          # relative values are resolved against the repository root
+    unused: bool = False        # accepted for compatibility with the original yamls, read by nothing
+    modules: tuple[str, ...] = ()  # quirks: the modules whose behaviour the switch changes
+
+    @property
+    def section(self) -> str:
+        return self.name.rpartition('.')[0]
+
+    @property
+    def leaf(self) -> str:
+        return self.name.rpartition('.')[2]
+
+
+def needs(scripts: Sequence[str], when: Condition | None = None) -> dict[str, Condition | None]:
+    """`required_by` for these scripts, optionally only when `when = (key, value)` holds."""
+    return {script: when for script in scripts}
+
+
+ALL_CHOSEN = ('train.init_method', 'all_chosen')
+
+SCHEMA: tuple[Key, ...] = (
+    # --- top level (SPEC §1.1)
+    Key('exp_name', Text(), 'Sub-folder under every paths.* entry; policy learning, re-train and test of one '
+        'experiment share it.', required_by=needs(ALL)),
+    Key('seed', ListOf(Integer(0, MAX_SEED)), 'train_policy seeds with seed[0]; re-train/test use seed[exp_id] '
+        '(--exp_ids indexes this list) for seeding and the policy label rs%04d.', required_by=needs(ALL)),
+    Key('backbone', Choice(tuple(BACKBONE_BLOCKS)), 'Deeplab-ResNet backbone: ResNet10 (extension, BasicBlock '
+        '[1,1,1,1]), ResNet18 [2,2,2,2], ResNet34 [3,4,6,3], ResNet101 (Bottleneck [3,4,23,3]).',
+        required_by=needs(ALL)),
+    Key('tasks', ListOf(Choice(TASKS)), 'Ordered tasks; the order fixes the task ids (task1, task2, ...) and the '
+        'order of lambdas and tasks_num_class.', required_by=needs(ALL)),
+    Key('tasks_num_class', ListOf(Integer(1)), 'Output channels of each task head (seg: classes, sn 3, depth/'
+        'keypoint/edge 1).', required_by=needs(ALL)),
+    Key('lambdas', ListOf(Number(ge=0)), 'Task-loss weights, one per task, in weight and policy steps and in '
+        'retraining.', required_by=needs(TRAIN_RETRAIN)),
+    Key('policy_model', Choice(('task-specific',), refused={'instance-specific': 'not supported yet '
+        '(instance-specific policies are not implemented)'}), 'task-specific: one policy per task (every '
+        'shipped config).', required_by=needs(ALL)),
+    Key('policy', Boolean(), 'After warm-up, True runs the backbone per task with Gumbel-Softmax gates and '
+        'validates sampled policies; False keeps the shared full network.', required_by=needs(TRAIN)),
+    Key('init_neg_logits', Nullable(Number()), 'Skip-column logit of init_method all_chosen (e.g. -10).',
+        default=None, required_by=needs(TRAIN_RETRAIN, when=ALL_CHOSEN)),
+    Key('is_sparse', Boolean(), 'Adds train.reg_w * sparsity loss to the policy loss.', required_by=needs(TRAIN)),
+    Key('is_sharing', Boolean(), 'Adds train.reg_w_hamming * sharing (Hamming) loss to the policy loss; also '
+        'forces the unweighted sparsity form.', required_by=needs(TRAIN)),
+    Key('skip_layer', Integer(0), 'The first skip_layer blocks are never gated; the policy has L - skip_layer '
+        'rows per task (must be < the backbone\'s block count L).', required_by=needs(ALL)),
+    Key('is_curriculum', Boolean(), 'Gate only the last p_epoch // curriculum_speed + 1 blocks; False gates all.',
+        required_by=needs(TRAIN)),
+    Key('curriculum_speed', Integer(1), 'Alternation epochs per extra unlocked block; also in the "best" '
+        'threshold (read even when is_curriculum is False).', required_by=needs(TRAIN)),
+    Key('fix_BN', Boolean(), 'Freeze the affine parameters of backbone BNs whose name contains "bn" (not the '
+        'downsample BNs); running statistics still update.', required_by=needs(TRAIN_RETRAIN)),
+    Key('diff_sparsity_weights', Boolean(), 'Hamming weights (i+1)/P instead of 1 (and the depth-weighted '
+        'sparsity when is_sharing is False).', required_by=needs(TRAIN)),
+    Key('retrain_from_pl', Boolean(), 'True: retraining starts from the policy_iter policy-learning weights; '
+        'False: from the fresh seeded initialisation.', required_by=needs(RETRAIN)),
+    Key('head_channels', Integer(1), 'Extension: width of the hidden convs of every ASPP head branch '
+        '(1024 in the original).', default=1024),
+    # --- paths (SPEC §1.2)
+    Key('paths.log_dir', Text('path'), '`<log_dir>/<exp_name>/`: opt.txt, loss.txt, tensorboard events.',
+        required_by=needs(ALL), path=True),
+    Key('paths.result_dir', Text('path'), '`<result_dir>/<exp_name>/`: results (test.py writes its JSON there).',
+        required_by=needs(ALL), path=True),
+    Key('paths.checkpoint_dir', Text('path'), '`<checkpoint_dir>/<exp_name>/`: `<label>_model.pth.tar` and '
+        '`policy<label>.pickle`.', required_by=needs(ALL), path=True),
+    # --- dataload (SPEC §1.3)
+    Key('dataload.dataset', Choice(DATASETS), 'Picks the loader, the CE ignore index, the depth mask rule and '
+        'the reference metrics.', required_by=needs(ALL)),
+    Key('dataload.dataroot', Text('path'), 'Dataset root: the json index of the splits and the data files it '
+        'lists.', required_by=needs(ALL), path=True),
+    Key('dataload.crop_h', Integer(1), 'Random-crop height of the train/train1/train2 splits.',
+        required_by=needs(TRAIN_RETRAIN)),
+    Key('dataload.crop_w', Integer(1), 'Random-crop width of the train/train1/train2 splits.',
+        required_by=needs(TRAIN_RETRAIN)),
+    Key('dataload.small_res', Boolean(), 'CityScapes only: evaluation size 128x256 instead of 256x512, and the '
+        'reference metrics; ignored for the other datasets.', default=False,
+        required_by=needs(ALL, when=('dataload.dataset', 'CityScapes'))),
+    Key('dataload.eval_h', Nullable(Integer(1)), 'Extension: height of evaluation images; null = the dataset '
+        'default (NYU 480, CityScapes 256 or 128 with small_res, Taskonomy 256).', default=None),
+    Key('dataload.eval_w', Nullable(Integer(1)), 'Extension: width of evaluation images; null = the dataset '
+        'default (NYU 640, CityScapes 512 or 256 with small_res, Taskonomy 256).', default=None),
+    Key('dataload.num_workers', Integer(0), 'Extension: DataLoader worker processes (2 in the original).',
+        default=2),
+    # --- train (SPEC §1.4)
+    Key('train.batch_size', Integer(1), 'Global batch of every train loader and of the validation loader used '
+        'during training (test.py uses 1); split across DDP ranks.', required_by=needs(TRAIN_RETRAIN)),
+    Key('train.total_iters', Integer(1), 'Length of the policy-learning loop (warm-up + weight + policy '
+        'iterations); default of retrain_total_iters.', required_by=needs(TRAIN_RETRAIN)),
+    Key('train.warm_up_iters', Integer(1), 'Iterations 1 .. warm_up_iters-1 are warm-up; must be < '
+        'total_iters.', required_by=needs(TRAIN)),
+    Key('train.retrain_total_iters', Integer(1), 'Length of the re-train loop.',
+        default=Derived('train.total_iters')),
+    Key('train.lr', Number(gt=0), 'LR of the task heads (Adam in warm-up/retrain, SGD in the alternation phase).',
+        required_by=needs(TRAIN_RETRAIN)),
+    Key('train.backbone_lr', Number(gt=0), 'LR of the backbone (same optimisers).',
+        required_by=needs(TRAIN_RETRAIN)),
+    Key('train.policy_lr', Nullable(Number(gt=0)), 'Adam LR of the policy logits, honoured only with '
+        'init_method all_chosen (otherwise 0.01, as hard-coded in the original).', default=None,
+        required_by=needs(TRAIN_RETRAIN, when=ALL_CHOSEN)),
+    Key('train.reg_w', Nullable(Number(ge=0)), 'lambda_sp: weight of the sparsity loss.', default=None,
+        required_by=needs(TRAIN, when=('is_sparse', True))),
+    Key('train.reg_w_hamming', Nullable(Number(ge=0)), 'lambda_sh: weight of the sharing (Hamming) loss.',
+        default=None, required_by=needs(TRAIN, when=('is_sharing', True))),
+    Key('train.print_freq', Integer(1), 'Print/log training losses every print_freq iterations.',
+        required_by=needs(TRAIN_RETRAIN)),
+    Key('train.val_freq', Integer(1), 'Validation period in warm-up and in retraining (the alternation phase '
+        'validates at each weight->policy switch).', required_by=needs(TRAIN_RETRAIN)),
+    Key('train.decay_lr_freq', Nullable(Integer(1)), 'StepLR step size of the weight optimiser (stepped every '
+        'weight update); with decay_lr_rate, both or neither.', default=None),
+    Key('train.decay_lr_rate', Nullable(Number(gt=0)), 'StepLR gamma of the weight optimiser; with '
+        'decay_lr_freq, both or neither.', default=None),
+    Key('train.policy_decay_lr_freq', Nullable(Integer(1)), 'StepLR step size for the SGD weight optimiser of the '
+        'alternation phase; with policy_decay_lr_rate, both or neither.', default=None),
+    Key('train.policy_decay_lr_rate', Nullable(Number(gt=0)), 'StepLR gamma for the SGD weight optimiser of the '
+        'alternation phase; with policy_decay_lr_freq, both or neither.', default=None),
+    Key('train.decay_temp_freq', Nullable(Integer(0)), 'Unused by the original and by this code (the '
+        'temperature decays once per policy phase).', default=None, unused=True),
+    Key('train.init_temp', Number(gt=0), 'Initial Gumbel-Softmax temperature tau0.',
+        required_by=needs(TRAIN_RETRAIN)),
+    Key('train.decay_temp', Number(gt=0, le=1), 'tau <- tau * decay_temp after every policy phase.',
+        required_by=needs(TRAIN_RETRAIN)),
+    Key('train.resume', Boolean(), 'Resume policy learning from the which_iter checkpoint (the logits are '
+        're-initialised, as in the original).', required_by=needs(TRAIN)),
+    Key('train.which_iter', Nullable(Text(example='warmup')), 'Checkpoint label to resume from.', default=None,
+        required_by={'train_policy': ('train.resume', True), 're-train': ('train.retrain_resume', True)}),
+    Key('train.retrain_resume', Boolean(), 'Resume retraining from the which_iter checkpoint and its policy '
+        'pickle.', required_by=needs(RETRAIN)),
+    Key('train.policy_iter', Text(example='best or latest'), 'Label of the policy-learning checkpoint the policy '
+        'is sampled from; part of the pickle and retrain checkpoint names.', required_by=needs(('re-train', 'test'))),
+    Key('train.init_method', Choice(('equal', 'random', 'all_chosen')), 'Logit init: equal (0.5, 0.5), random '
+        '(1e-3 * N(0,1)), all_chosen (0, init_neg_logits).', required_by=needs(ALL)),
+    Key('train.hard_sampling', Boolean(), 'hard= of the training Gumbel-Softmax; True also samples discrete '
+        'policies by argmax.', required_by=needs(TRAIN_RETRAIN)),
+    Key('train.weight_iter_alternate', Nullable(Integer(1)), 'Weight iterations per alternation epoch; null = '
+        'the length of the train1 loader.', default=None),
+    Key('train.alpha_iter_alternate', Nullable(Integer(1)), 'Policy iterations per alternation epoch; null = '
+        'the length of the train2 loader.', default=None),
+    # --- test (SPEC §1.5)
+    Key('test.which_iter', Nullable(Text()), 'Unused by the original and by this code.', default=None,
+        unused=True),
+    # --- quirks (SPEC §0.3, §12): every default is the original behaviour
+    Key('quirks.decode_normals', Boolean(), 'NYU normals become float unit vectors (x, y, z), invalid = 0, '
+        'mirroring negates x; valid iff norm > 0.5.', default=False,
+        modules=('dataloaders', 'envs/losses', 'utils/metrics')),
+    Key('quirks.eval_iter', Integer(-1), 'Validation batches during train_policy/re-train are 0..eval_iter '
+        '(10 = the original 11 batches); -1 = the whole split.', default=10,
+        modules=('train_policy', 're-train')),
+    Key('quirks.val_split', Nullable(Choice(SPLITS)), 'Split used for validation and model selection; null = the '
+        'original (test for NYU/CityScapes, test_small for Taskonomy), e.g. val for a held-out split.',
+        default=None, modules=('train_policy', 're-train')),
+    Key('quirks.miou_all_classes', Boolean(), 'mIoU over all classes present in GT or prediction (IoU 0 when no '
+        'true positive) instead of only classes with TP > 0.', default=False, modules=('utils/metrics',)),
+    Key('quirks.pixel_pooled', Boolean(), 'Pixel Acc, abs/rel/sq_rel errors, seg err, keypoint/edge err pooled '
+        'over pixels instead of averaged per batch.', default=False, modules=('utils/metrics',)),
+    Key('quirks.bilinear_resize', Boolean(), 'Bilinear instead of nearest upsampling of predictions in '
+        'evaluation.', default=False, modules=('utils/metrics',)),
+    Key('quirks.weight_lr_schedule_after_warmup', Boolean(), 'The decay_lr StepLR also drives the SGD weight '
+        'optimiser of the alternation phase.', default=False, modules=('envs',)),
+    Key('quirks.true_block_count', Boolean(), 'ResNet34 counts as 16 blocks (not 18) in the "best" threshold.',
+        default=False, modules=('train_policy',)),
+    Key('quirks.true_skip', Boolean(), 'Skipped blocks are not computed in training (BN statistics see only the '
+        'tasks that use a block).', default=False, modules=('models', 'envs')),
+    Key('quirks.paper_sparsity', Boolean(), 'Sparsity loss = sum over tasks and gated rows of log(alpha_execute) '
+        '(the paper\'s form).', default=False, modules=('envs/losses',)),
+    Key('quirks.paper_sharing_weights', Boolean(), 'Sharing weights (L-l)/L (more weight on bottom blocks, the '
+        'paper) instead of (i+1)/P.', default=False, modules=('envs/losses',)),
+)
+
+KEYS: dict[str, Key] = {key.name: key for key in SCHEMA}
+if len(KEYS) != len(SCHEMA):  # pragma: no cover - guards edits of the table above
+    raise RuntimeError('utils/config.py: duplicate key in SCHEMA')
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(key.section for key in SCHEMA if key.section))
+
+
+# ----------------------------------------------------------------------------------------- YAML reading
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(key, line, first_line)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and reads 1e-4 as a float (plain YAML 1.1 reads a string)."""
+
+
+def _construct_mapping(loader: _ConfigLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise _DuplicateKeyError(key, line, seen[key])
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_ConfigLoader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$'),
+    list('-+0123456789'))
+
+
+def _read_yaml(path: str) -> Any:
+    if not os.path.exists(path):
+        raise ConfigFileNotFoundError(f'{path}: config file not found (looked at {os.path.abspath(path)}); '
+                                      f'expected a YAML file such as yamls/adashare/nyu_v2_3task.yml')
+    if not os.path.isfile(path):
+        raise ConfigError(f'{path}: is not a file; expected a YAML config file')
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return yaml.load(handle, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKeyError as err:
+        raise ConfigError(f'{path}: line {err.line}: key {err.key!r} appears twice (first on line '
+                          f'{err.first_line}); expected each key once per section') from None
+    except yaml.YAMLError as err:
+        detail = ' '.join(str(err).split())
+        raise ConfigError(f'{path}: not valid YAML ({detail}); expected a mapping of config keys') from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f'{path}: not a UTF-8 text file ({err.reason}); expected a YAML config file') from None
+
+
+# ----------------------------------------------------------------------------------------- validation
+_MISSING = object()
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _lookup(opt: Mapping[str, Any], dotted: str) -> Any:
+    """The value at `dotted`, or _MISSING when it (or a section on the way) is absent or not a mapping."""
+    node: Any = opt
+    for part in dotted.split('.'):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _section_ok(opt: Mapping[str, Any], section: str) -> bool:
+    return section == '' or isinstance(_lookup(opt, section), Mapping)
+
+
+def _required_reason(key: Key, opt: Mapping[str, Any], script: str) -> str | None:
+    """'required by <script>[ when ...]' if `key` is required for this script and this config, else None."""
+    if script not in key.required_by:
+        return None
+    condition = key.required_by[script]
+    if condition is None:
+        return f'required by {script}'
+    other, wanted = condition
+    actual = _lookup(opt, other)
+    if type(actual) is not type(wanted) or actual != wanted:  # `1` is not `True`: a type error of its own
+        return None
+    return f'required by {script} when {other} is {wanted!r}'
+
+
+def _suggest(dotted: str) -> str | None:
+    """The closest known key: the same name in another section, else a near name here, else a near name elsewhere."""
+    section, _, leaf = dotted.rpartition('.')
+    prefix = section + '.' if section else ''
+    by_leaf: dict[str, str] = {}
+    for key in SCHEMA:
+        by_leaf.setdefault(key.leaf, key.name)
+    if leaf in by_leaf:
+        return by_leaf[leaf]
+    siblings = sorted({k.name[len(prefix):].split('.')[0] for k in SCHEMA if k.name.startswith(prefix)})
+    close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+    if close:
+        return prefix + close[0]
+    close = difflib.get_close_matches(leaf, sorted(by_leaf), n=1, cutoff=0.75)
+    return by_leaf[close[0]] if close else None
+
+
+def _unknown_keys(node: Mapping[str, Any], section: str, source: str, errors: list[str]) -> None:
+    """Every key of `node` must be a schema key or section below `section` (recursively)."""
+    prefix = section + '.' if section else ''
+    for name, value in node.items():
+        dotted = prefix + str(name)
+        if dotted in KEYS:
+            continue
+        if dotted in SECTIONS:
+            if isinstance(value, Mapping):
+                _unknown_keys(value, dotted, source, errors)
+            elif value is not None:  # an empty section (`quirks:`) is fine
+                names = ', '.join(k.leaf for k in SCHEMA if k.section == dotted)
+                errors.append(f'{source}: {dotted} = {_show(value)}: expected a section (a mapping) with keys '
+                              f'from: {names}')
+            continue
+        suggestion = _suggest(dotted)
+        if suggestion:
+            errors.append(f'{source}: {dotted} = {_show(value)}: unknown key, did you mean {suggestion}?')
+        else:
+            known = sorted({k.name[len(prefix):].split('.')[0] for k in SCHEMA if k.name.startswith(prefix)})
+            where = f'in {section}' if section else 'at the top level'
+            errors.append(f'{source}: {dotted} = {_show(value)}: unknown key; expected one of the keys '
+                          f'{where}: {", ".join(known)}')
+
+
+def _non_null(key: Key) -> Check:
+    """The check without its 'or null': a required key needs a real value."""
+    return key.check.inner if isinstance(key.check, Nullable) else key.check
+
+
+def _leaf_errors(opt: Mapping[str, Any], script: str, source: str) -> list[str]:
+    """Type/range errors of the present keys, and required keys that are missing (or null)."""
+    errors = []
+    for key in SCHEMA:
+        if not _section_ok(opt, key.section):
+            continue  # reported as a malformed or missing section
+        value = _lookup(opt, key.name)
+        reason = _required_reason(key, opt, script)
+        if value is _MISSING:
+            if reason:
+                errors.append(f'{source}: {key.name} is missing: {reason}; expected {_non_null(key).describe()}')
+            continue
+        problem = key.check.problem(value)
+        if problem:
+            errors.append(f'{source}: {key.name} = {_show(value)}: {problem}')
+        elif value is None and reason:
+            errors.append(f'{source}: {key.name} = None: {reason}; expected {_non_null(key).describe()}')
+    return errors
+
+
+def _missing_sections(opt: Mapping[str, Any], script: str, source: str) -> list[str]:
+    """A section that holds required keys but is absent altogether gets one error line."""
+    errors = []
+    for section in SECTIONS:
+        if _lookup(opt, section) is not _MISSING:
+            continue
+        required = [k.leaf for k in SCHEMA if k.section == section and _required_reason(k, opt, script)]
+        if required:
+            errors.append(f'{source}: {section} is missing: required by {script}; expected a section with keys '
+                          f'{", ".join(required)}')
+    return errors
+
+
+# Cross-key rules: each gets the (type-checked) config and the script, and yields (key, value, problem).
+def _rule_lengths(opt: Mapping[str, Any], script: str):
+    tasks = opt['tasks']
+    for name in ('tasks_num_class', 'lambdas'):
+        values = opt.get(name)
+        if values is not None and len(values) != len(tasks):
+            yield name, values, f'expected {len(tasks)} values, one per task of tasks = {tasks!r}'
+
+
+def _rule_tasks(opt: Mapping[str, Any], script: str):
+    tasks, dataset = opt['tasks'], opt['dataload']['dataset']
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        yield 'tasks', tasks, f'expected each task at most once ({", ".join(map(repr, repeated))} repeated)'
+    foreign = [t for t in tasks if t not in DATASET_TASKS[dataset]]
+    if foreign:
+        yield 'tasks', tasks, (f'{", ".join(map(repr, foreign))} not available with dataload.dataset = '
+                               f'{dataset!r}; expected tasks from {", ".join(DATASET_TASKS[dataset])}')
+
+
+def _rule_channels(opt: Mapping[str, Any], script: str):
+    tasks, classes, dataset = opt['tasks'], opt['tasks_num_class'], opt['dataload']['dataset']
+    if len(classes) != len(tasks):
+        return  # reported by _rule_lengths
+    for task, n in zip(tasks, classes):
+        if task in FIXED_TASK_CHANNELS and n != FIXED_TASK_CHANNELS[task]:
+            yield 'tasks_num_class', classes, f'expected {FIXED_TASK_CHANNELS[task]} for task {task!r}'
+        if task == 'seg' and dataset == 'CityScapes' and n not in (2, 7, 19):
+            yield 'tasks_num_class', classes, ("expected 2, 7 or 19 seg classes for CityScapes (label2/label7/"
+                                               "label19)")
+        if task == 'seg' and dataset == 'Taskonomy' and n != 17:
+            yield 'tasks_num_class', classes, 'expected 17 seg classes for Taskonomy (semseg_prior_factor.npy)'
+
+
+def _rule_reference(opt: Mapping[str, Any], script: str):
+    """Training scripts compute the validation score, which needs the original's reference table."""
+    if script not in TRAIN_RETRAIN:
+        return
+    tasks, dataset = opt['tasks'], opt['dataload']['dataset']
+    if dataset == 'NYU_v2' and len(tasks) not in (2, 3):
+        yield 'tasks', tasks, 'expected 2 or 3 tasks for NYU_v2 (the reference metrics of the score exist for those)'
+    if dataset == 'CityScapes' and 'seg' in tasks and len(opt['tasks_num_class']) == len(tasks):
+        classes = opt['tasks_num_class'][tasks.index('seg')]
+        small_res = opt['dataload'].get('small_res', False)
+        if (classes, small_res) not in ((7, True), (7, False), (19, False)):
+            yield 'tasks_num_class', opt['tasks_num_class'], (
+                f'seg with {classes} classes and dataload.small_res = {small_res!r} has no reference metrics for '
+                f'the score; expected 7 classes (small_res true or false) or 19 classes (small_res false)')
+
+
+def _rule_skip_layer(opt: Mapping[str, Any], script: str):
+    blocks = BACKBONE_BLOCKS[opt['backbone']]
+    if opt['skip_layer'] >= blocks:
+        yield 'skip_layer', opt['skip_layer'], (f'expected an integer in [0, {blocks - 1}] ({opt["backbone"]} '
+                                                f'has {blocks} blocks)')
+
+
+def _rule_warm_up(opt: Mapping[str, Any], script: str):
+    train = opt['train']
+    if script == 'train_policy' and train['warm_up_iters'] >= train['total_iters']:
+        yield 'train.warm_up_iters', train['warm_up_iters'], (f'expected less than train.total_iters = '
+                                                              f'{train["total_iters"]}')
+
+
+_PAIRS = (('train.decay_lr_freq', 'train.decay_lr_rate'),
+          ('train.policy_decay_lr_freq', 'train.policy_decay_lr_rate'),
+          ('dataload.eval_h', 'dataload.eval_w'))
+
+
+def _rule_pairs(opt: Mapping[str, Any], script: str):
+    for first, second in _PAIRS:
+        a, b = _lookup(opt, first), _lookup(opt, second)
+        a_set, b_set = a not in (_MISSING, None), b not in (_MISSING, None)
+        if a_set != b_set:
+            given, absent = (first, second) if a_set else (second, first)
+            yield absent, _lookup(opt, absent), f'expected it together with {given} = {_lookup(opt, given)!r} ' \
+                                                f'(both or neither)'
+
+
+RULES = (_rule_lengths, _rule_tasks, _rule_channels, _rule_reference, _rule_skip_layer, _rule_warm_up,
+         _rule_pairs)
+
+
+def _rule_errors(opt: Mapping[str, Any], script: str, source: str) -> list[str]:
+    errors = []
+    for rule in RULES:
+        for key, value, problem in rule(opt, script):
+            shown = 'is missing' if value is _MISSING else f'= {_show(value)}'
+            errors.append(f'{source}: {key} {shown}: {problem}')
+    return errors
+
+
+def _raise(errors: list[str]) -> None:
+    if errors:
+        raise ConfigError('\n'.join(errors), errors)
+
+
+def validate(raw: Any, script: str, source: str) -> dict:
+    """Raise ConfigError listing every problem of the config `raw` for `script` (naming the `source` file).
+
+    Returns a copy of `raw` in which empty sections (`quirks:` with nothing below) are empty dicts.
+    """
+    if script not in SCRIPTS:
+        raise ValueError(f'unknown script {script!r}; expected one of {", ".join(SCRIPTS)}')
+    if raw is None:
+        raise ConfigError(f'{source}: the file is empty; expected a mapping of config keys (exp_name, seed, ...)')
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f'{source}: the document is {_show(raw)}; expected a mapping of config keys '
+                          f'(exp_name, seed, ...)')
+    opt = _copy(raw)
+    for section in SECTIONS:
+        if section in opt and opt[section] is None:
+            opt[section] = {}
+    errors: list[str] = []
+    _unknown_keys(opt, '', source, errors)
+    errors += _missing_sections(opt, script, source)
+    errors += _leaf_errors(opt, script, source)
+    _raise(errors)
+    _raise(_rule_errors(opt, script, source))
+    return opt
+
+
+# ----------------------------------------------------------------------------------------- defaults, paths
+def resolve_path(value: str) -> str:
+    """A relative path (or ~) resolved against the repository root, as an absolute normalised path."""
+    value = os.path.expanduser(value)
+    return os.path.normpath(value if os.path.isabs(value) else os.path.join(REPO_ROOT, value))
+
+
+def _fill(opt: dict, source: str) -> dict:
+    """Add the defaults of absent optional keys (in place) and resolve path keys against the repo root."""
+    for section in SECTIONS:
+        opt.setdefault(section, {})
+    for key in SCHEMA:
+        holder = opt if not key.section else _lookup(opt, key.section)
+        if key.leaf not in holder and key.default is not REQUIRED:
+            if isinstance(key.default, Derived):
+                value = _lookup(opt, key.default.source)
+                if value is not _MISSING:
+                    holder[key.leaf] = value
+            else:
+                holder[key.leaf] = key.default
+        if key.path and isinstance(holder.get(key.leaf), str):
+            holder[key.leaf] = resolve_path(holder[key.leaf])
+    opt['_source'] = os.path.abspath(source)
+    return opt
+
+
+def _copy(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_copy(v) for v in node]
+    return node
+
+
+# ----------------------------------------------------------------------------------------- public API
+def load_config(path: str, script: str) -> dict:
+    """Read, validate (for `script`: train_policy, re-train or test), fill defaults and resolve paths.
+
+    The result is a plain nested dict; `opt['_source']` holds the absolute path of the yaml.
+    """
+    if script not in SCRIPTS:
+        raise ValueError(f'unknown script {script!r}; expected one of {", ".join(SCRIPTS)}')
+    return _fill(validate(_read_yaml(path), script, path), path)
+
+
+def check_exp_ids(opt: Mapping[str, Any], exp_ids: Sequence[int], path: str | None = None) -> list[int]:
+    """Each --exp_ids entry must index the config's seed list; returns them as a list."""
+    source = path or opt.get('_source', '<config>')
+    seeds = list(opt['seed'])
+    valid = f'0..{len(seeds) - 1} (seed = {_show(seeds, 60)} has {len(seeds)} entries)'
+    if not exp_ids:
+        raise ConfigError(f'{source}: --exp_ids = []: expected at least one index into seed, {valid}')
+    for exp_id in exp_ids:
+        if not _is_int(exp_id) or not 0 <= exp_id < len(seeds):
+            raise ConfigError(f'{source}: --exp_ids {exp_id!r}: expected an index into seed, {valid}')
+    return list(exp_ids)
+
+
+def _flatten(node: Mapping[str, Any], prefix: str = '') -> list[tuple[str, Any]]:
+    items = []
+    for name, value in node.items():
+        dotted = f'{prefix}{name}'
+        if isinstance(value, Mapping) and value:
+            items += _flatten(value, dotted + '.')
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def format_options(opt: Mapping[str, Any]) -> str:
+    """One `dotted.key: value` line per option (schema order, then anything else), for opt.txt."""
+    order = {name: index for index, name in enumerate(KEYS)}
+    items = _flatten(opt)
+    items.sort(key=lambda item: (0 if item[0].startswith('_') else 1, order.get(item[0], len(order))))
+    lines = [f'{name}: {value}' for name, value in items]
+    return '\n'.join(lines) + '\n'
+
+
+def _doc_required(key: Key) -> str:
+    if not key.required_by:
+        return '—'
+    conditions = set(key.required_by.values())
+    if len(conditions) == 1:
+        condition = conditions.pop()
+        scripts = 'all scripts' if set(key.required_by) == set(ALL) else ', '.join(key.required_by)
+        return scripts if condition is None else f'{scripts} if `{condition[0]}` is {condition[1]!r}'
+    return ', '.join(script if condition is None else f'{script} if `{condition[0]}` is {condition[1]!r}'
+                     for script, condition in key.required_by.items())
+
+
+def _doc_default(key: Key) -> str:
+    if key.default is REQUIRED:
+        return '—'
+    if isinstance(key.default, Derived):
+        return f'`{key.default.source}`'
+    return f'`{yaml.safe_dump(key.default).splitlines()[0].removesuffix(" ...")}`'
+
+
+def _cell(text: str) -> str:
+    """Escape for a markdown table cell (backslashes, then pipes)."""
+    return text.replace('\\', '\\\\').replace('|', '\\|')
+
+
+def schema_markdown() -> str:
+    """The configuration reference (README): every key, then the quirk switches with the modules they affect."""
+    lines = ['| key | type / allowed values | default | required by | meaning |', '|---|---|---|---|---|']
+    for key in SCHEMA:
+        if key.section == 'quirks':
+            continue
+        meaning = ('**Unused** (accepted for compatibility). ' if key.unused else '') + key.meaning
+        if key.path:
+            meaning += ' Relative paths resolve against the repository root.'
+        lines.append(f'| `{key.name}` | {_cell(key.check.describe())} | {_doc_default(key)} | '
+                     f'{_doc_required(key)} | {_cell(meaning)} |')
+    lines += ['', 'Quirk switches (section `quirks:`); every default keeps the original behaviour:', '',
+              '| key | type / allowed values | default | modules affected | meaning |', '|---|---|---|---|---|']
+    for key in SCHEMA:
+        if key.section == 'quirks':
+            modules = ', '.join(f'`{m}`' for m in key.modules)
+            lines.append(f'| `{key.name}` | {_cell(key.check.describe())} | {_doc_default(key)} | {modules} | '
+                         f'{_cell(key.meaning)} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m utils.config', description=__doc__.splitlines()[0])
+    parser.add_argument('config', nargs='?', help='a YAML file to validate; prints its options')
+    parser.add_argument('--script', choices=SCRIPTS, default='train_policy', help='validate for this script')
+    parser.add_argument('--markdown', action='store_true', help='print the configuration reference')
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(schema_markdown())
+        return 0
+    if not args.config:
+        parser.error('give a config file or --markdown')
+    try:
+        sys.stdout.write(format_options(load_config(args.config, args.script)))
+    except ConfigError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
