@@ -1,0 +1,535 @@
+"""Evaluation metrics of AdaShare (SPEC §6, §8): streaming accumulators, reference tables, score.
+
+This is the only evaluation code of the project: validation in train_policy.py / re-train.py and
+test.py all go through `MultiTaskMetrics`. The default `MetricProtocol()` reproduces the original
+release number for number (SPEC §12.2 items 11, 13-16); `MetricProtocol.standard()` switches every
+quirk to the usual definition.
+
+Per-batch work stays on the device of the predictions. The only host transfer per batch is the
+valid surface-normal angles, which the median needs; everything else is kept as device running sums
+and read back once in `compute()`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("NYU_v2", "CityScapes", "Taskonomy")
+TASKS = ("seg", "sn", "depth", "keypoint", "edge")
+GT_KEYS = {"seg": "seg", "sn": "normal", "depth": "depth", "keypoint": "keypoint", "edge": "edge"}
+ANGLE_THRESHOLDS = (11.25, 22.5, 30.0, 45.0)
+# Minimum depth of a valid NYU/CityScapes pixel (the original's `> 3e-5`).
+DEPTH_MIN = 3e-5
+# Value of padded / invalid pixels in Taskonomy labels and raw NYU normals.
+PAD_VALUE = 255
+
+
+def check_dataset(dataset: str) -> str:
+    """Return `dataset` if it is one of DATASETS, else raise a ValueError naming it."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataload.dataset: unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    return dataset
+
+
+def seg_ignore_index(dataset: str) -> int:
+    """Ignore label of the segmentation ground truth (also the CE ignore_index)."""
+    return -1 if check_dataset(dataset) == "CityScapes" else 255
+
+
+@dataclass(frozen=True)
+class MetricProtocol:
+    """Which evaluation quirks of the original are switched to the standard definition (SPEC §0.3)."""
+
+    miou_all_classes: bool = False  # mIoU over classes present in GT or prediction (IoU 0 when TP = 0)
+    pixel_pooled: bool = False  # per-pixel pooling instead of batch-size-weighted per-batch means
+    bilinear_resize: bool = False  # bilinear (align_corners=False) instead of nearest upsampling
+    decode_normals: bool = False  # normals are unit vectors; a pixel is valid iff its norm > 0.5
+
+    @classmethod
+    def original(cls) -> "MetricProtocol":
+        return cls()
+
+    @classmethod
+    def standard(cls) -> "MetricProtocol":
+        return cls(miou_all_classes=True, pixel_pooled=True, bilinear_resize=True, decode_normals=True)
+
+    @classmethod
+    def from_config(cls, opt: Mapping[str, Any]) -> "MetricProtocol":
+        """Read the switches of the same names from the config section `quirks:` (missing = original)."""
+        quirks = opt.get("quirks") or {}
+        if not isinstance(quirks, Mapping):
+            raise ValueError(f"config key 'quirks': expected a mapping, got {type(quirks).__name__} {quirks!r}")
+        values = {}
+        for field in fields(cls):
+            value = quirks.get(field.name, False)
+            if not isinstance(value, bool):
+                raise ValueError(f"config key 'quirks.{field.name}': expected true/false, got {value!r}")
+            values[field.name] = value
+        return cls(**values)
+
+
+def upsample(pred: torch.Tensor, size: Sequence[int], protocol: MetricProtocol) -> torch.Tensor:
+    """Resize a [B,C,h,w] prediction to `size` (nearest as the original, or bilinear)."""
+    size = tuple(int(s) for s in size)
+    if tuple(pred.shape[-2:]) == size:
+        return pred
+    if protocol.bilinear_resize:
+        return F.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(pred, size=size)  # default mode: legacy nearest, as the original
+
+
+def _nearest_source_index(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
+    """Source index of every output position under F.interpolate's default nearest mode (read from the kernel)."""
+    source = torch.arange(in_size, dtype=torch.float32, device=device).view(1, 1, in_size)
+    return F.interpolate(source, size=out_size).view(-1).long()
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[B,H,W] cosine of [B,3,H,W] vectors: the original's cosine_similarity(normalize(a), normalize(b)).
+
+    Written as plain channel sums (a zero vector gives 0, as normalize does): same value to ~1e-7,
+    several times faster than F.normalize + F.cosine_similarity on the CPU.
+    """
+    norms = a.square().sum(dim=1).sqrt().clamp_min(1e-12) * b.square().sum(dim=1).sqrt().clamp_min(1e-12)
+    return (a * b).sum(dim=1) / norms
+
+
+def _as_nchw(gt: torch.Tensor, name: str) -> torch.Tensor:
+    """View a [B,H,W] or [B,C,H,W] ground truth as [B,C,H,W]."""
+    if gt.dim() == 3:
+        return gt.unsqueeze(1)
+    if gt.dim() != 4:
+        raise ValueError(f"ground truth {name!r}: expected shape [B,H,W] or [B,C,H,W], got {tuple(gt.shape)}")
+    return gt
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator != 0 else float("nan")
+
+
+class _BatchMean:
+    """One quantity aggregated over batches: Σ value_b·bs_b / Σ bs_b (original) or Σ num / Σ den (pooled).
+
+    `value_b = num_b / den_b` is the per-batch pixel-pooled value. Sums live on the device as tensors.
+    """
+
+    def __init__(self, pixel_pooled: bool):
+        self.pixel_pooled = pixel_pooled
+        self.reset()
+
+    def reset(self) -> None:
+        self.weighted_sum: torch.Tensor | float = 0.0  # Σ value_b·bs_b
+        self.batch_total = 0  # Σ bs_b
+        self.numerator: torch.Tensor | float = 0.0
+        self.denominator: torch.Tensor | float = 0.0
+
+    def update(self, numerator: torch.Tensor, denominator: torch.Tensor, batch_size: int) -> None:
+        numerator = numerator.double()
+        denominator = denominator.double()
+        # 0/0 gives NaN for an empty batch, as in the original (torch division, no guard).
+        self.weighted_sum = self.weighted_sum + numerator / denominator * batch_size
+        self.batch_total += batch_size
+        self.numerator = self.numerator + numerator
+        self.denominator = self.denominator + denominator
+
+    def compute(self) -> float:
+        if self.pixel_pooled:
+            return _ratio(float(self.numerator), float(self.denominator))
+        return _ratio(float(self.weighted_sum), self.batch_total)
+
+
+class SegMetric:
+    """Semantic segmentation: mIoU, Pixel Acc and err (the dataset's cross entropy)."""
+
+    def __init__(self, num_classes: int, ignore_index: int, class_weights: Any = None,
+                 protocol: MetricProtocol = MetricProtocol()):
+        if int(num_classes) < 1:
+            raise ValueError(f"SegMetric: num_classes must be >= 1, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        if self.class_weights is not None and self.class_weights.shape != (self.num_classes,):
+            raise ValueError(f"SegMetric: class_weights must have {self.num_classes} entries, "
+                             f"got shape {tuple(self.class_weights.shape)}")
+        self.protocol = protocol
+        self.reset()
+
+    def reset(self) -> None:
+        self.pixel_acc = _BatchMean(self.protocol.pixel_pooled)
+        self.err = _BatchMean(self.protocol.pixel_pooled)
+        self.confusion: torch.Tensor | None = None  # [C*C + 1] counts; the last bin collects dropped pairs
+        self.num_batches = 0
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, gt: torch.Tensor, batch_size: int | None = None) -> None:
+        """Add one batch: `logits` [B,C,h,w] (any h,w: upsampled to gt), `gt` [B,1,H,W] or [B,H,W] labels."""
+        gt = _as_nchw(gt, "seg")
+        batch, _, height, width = gt.shape
+        if logits.dim() != 4 or logits.shape[0] != batch or logits.shape[1] != self.num_classes:
+            raise ValueError(f"SegMetric: expected logits [{batch},{self.num_classes},h,w], got {tuple(logits.shape)}")
+        batch_size = batch if batch_size is None else int(batch_size)
+        logits = logits.float()
+        if self.protocol.bilinear_resize:
+            logits = upsample(logits, (height, width), self.protocol)
+        # Nearest upsampling copies whole pixels, so argmax and log-softmax at the network resolution,
+        # read back through the kernel's source indices, equal the original's full-resolution results
+        # without materialising [B, C, H, W] logits (C = 40 at 480x640 would dominate evaluation time).
+        rows = _nearest_source_index(logits.shape[2], height, logits.device)
+        cols = _nearest_source_index(logits.shape[3], width, logits.device)
+        labels = gt.to(logits.device, non_blocking=True).reshape(batch, height, width).long()
+        classes = self.num_classes
+        if self.protocol.pixel_pooled:
+            valid = (labels >= 0) & (labels < classes) & (labels != self.ignore_index)
+        else:
+            valid = labels < classes  # keeps CityScapes' -1: counted as errors in Pixel Acc (SPEC §12.2 item 15)
+        pred = logits.argmax(dim=1).index_select(1, rows).index_select(2, cols)
+
+        correct = ((pred == labels) & valid).sum()
+        self.pixel_acc.update(correct, valid.sum(), batch_size)
+
+        # Cross entropy on the valid pixels with the dataset's ignore_index and class weights:
+        # Σ w_y·nll / Σ w_y over pixels that are valid and not ignored (nn.CrossEntropyLoss 'mean').
+        counted = valid & (labels != self.ignore_index)
+        target = labels.clamp(0, classes - 1)
+        log_probs = F.log_softmax(logits, dim=1)
+        sample = torch.arange(batch, device=logits.device).view(batch, 1, 1)
+        flat_index = ((sample * classes + target) * logits.shape[2] + rows.view(1, -1, 1)) * logits.shape[3] \
+            + cols.view(1, 1, -1)
+        nll = -torch.take(log_probs, flat_index)
+        if self.class_weights is None:
+            weight = torch.ones((), device=logits.device)
+        else:
+            self.class_weights = self.class_weights.to(logits.device)  # copied once, then a no-op
+            weight = self.class_weights[target]
+        zero = torch.zeros((), device=logits.device)
+        numerator = torch.where(counted, weight * nll, zero).sum(dtype=torch.float64)
+        denominator = torch.where(counted, weight.expand_as(nll), zero).sum(dtype=torch.float64)
+        self.err.update(numerator, denominator, batch_size)
+
+        # Confusion matrix rows = GT, cols = prediction; pairs outside [0, C) are dropped (as sklearn's
+        # confusion_matrix with labels=arange(C)). scatter_add_ is torch.bincount without its host sync.
+        in_range = (labels >= 0) & (labels < classes) & (pred >= 0) & (pred < classes)
+        index = torch.where(in_range, labels * classes + pred, torch.full_like(labels, classes * classes))
+        if self.confusion is None:
+            self.confusion = torch.zeros(classes * classes + 1, dtype=torch.int64, device=logits.device)
+        self.confusion.scatter_add_(0, index.reshape(-1), torch.ones_like(index.reshape(-1)))
+        self.num_batches += 1
+
+    def confusion_matrix(self) -> np.ndarray:
+        """The accumulated [C, C] confusion matrix (rows GT, columns prediction)."""
+        classes = self.num_classes
+        if self.confusion is None:
+            return np.zeros((classes, classes), dtype=np.int64)
+        return self.confusion[:-1].reshape(classes, classes).cpu().numpy()
+
+    def miou(self) -> float:
+        cm = self.confusion_matrix().astype(np.float64)
+        true_positive = np.diag(cm)
+        union = cm.sum(axis=0) + cm.sum(axis=1) - true_positive
+        if self.protocol.miou_all_classes:
+            used = union > 0  # every class present in GT or prediction; IoU 0 when it has no TP
+        else:
+            used = true_positive != 0  # the original drops classes without a true positive (§12.2 item 13)
+        if not used.any():
+            return float("nan")  # the original's np.sum([]) / 0
+        return float(np.mean(true_positive[used] / union[used]))
+
+    def compute(self) -> dict[str, float]:
+        _require_updates(self.num_batches, "SegMetric")
+        return {"mIoU": self.miou(), "Pixel Acc": self.pixel_acc.compute(), "err": self.err.compute()}
+
+
+class NormalMetric:
+    """Surface normals: angle statistics in degrees, pixel-pooled over everything evaluated."""
+
+    def __init__(self, protocol: MetricProtocol = MetricProtocol(), extras: bool = False):
+        self.protocol = protocol
+        self.extras = extras
+        self.reset()
+
+    def reset(self) -> None:
+        self.angles: list[torch.Tensor] = []  # float32 CPU angles of valid pixels, for the median
+        self.count: torch.Tensor | int = 0
+        self.angle_sum: torch.Tensor | float = 0.0
+        self.angle_sq_sum: torch.Tensor | float = 0.0
+        self.cos_sum: torch.Tensor | float = 0.0
+        self.within: list[torch.Tensor | int] = [0] * len(ANGLE_THRESHOLDS)
+        self.num_batches = 0
+
+    def valid_mask(self, gt: torch.Tensor) -> torch.Tensor:
+        """[B,H,W] validity of normal pixels: not the 255 padding, and with decoded normals norm > 0.5."""
+        valid = gt.amax(dim=1) != PAD_VALUE
+        if self.protocol.decode_normals:
+            # Decoded NYU normals mark invalid pixels as (0,0,0); Taskonomy keeps its 255 padding.
+            valid = valid & (gt.float().norm(dim=1) > 0.5)
+        return valid
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        """Add one batch: `pred` [B,3,h,w] (upsampled to gt), `gt` [B,3,H,W] (raw uint8 or decoded float)."""
+        if pred.dim() != 4 or gt.dim() != 4 or pred.shape[:2] != gt.shape[:2]:
+            raise ValueError(f"NormalMetric: expected pred [B,3,h,w] and gt [B,3,H,W], got "
+                             f"{tuple(pred.shape)} and {tuple(gt.shape)}")
+        pred = upsample(pred.float(), gt.shape[-2:], self.protocol)
+        gt = gt.to(pred.device, non_blocking=True)
+        valid = self.valid_mask(gt)
+        # Faithful mode normalises the raw uint8 colour vectors (SPEC §12.2 item 11).
+        cos = _cosine(gt.float(), pred).clamp(-1.0, 1.0)
+        angle = torch.rad2deg(torch.arccos(cos))
+        zero = torch.zeros((), dtype=angle.dtype, device=angle.device)
+        valid_angle = torch.where(valid, angle, zero)
+        self.count = self.count + valid.sum()
+        self.angle_sum = self.angle_sum + valid_angle.sum(dtype=torch.float64)
+        self.angle_sq_sum = self.angle_sq_sum + valid_angle.double().square().sum()
+        self.cos_sum = self.cos_sum + torch.where(valid, cos, zero).sum(dtype=torch.float64)
+        for i, threshold in enumerate(ANGLE_THRESHOLDS):
+            self.within[i] = self.within[i] + ((angle <= threshold) & valid).sum()
+        self.angles.append(angle[valid].cpu())  # the one host transfer per batch (needed by the median)
+        self.num_batches += 1
+
+    def compute(self) -> dict[str, float]:
+        _require_updates(self.num_batches, "NormalMetric")
+        count = int(self.count)
+        angles = torch.cat(self.angles).numpy()
+        result = {
+            "Angle Mean": _ratio(float(self.angle_sum), count),
+            "Angle Median": float(np.median(angles)) if count else float("nan"),
+        }
+        for threshold, within in zip(ANGLE_THRESHOLDS, self.within):
+            result[f"Angle {threshold:g}"] = 100.0 * _ratio(float(within), count)
+        if self.extras:
+            result["cosine_similarity"] = _ratio(float(self.cos_sum), count)
+            result["Angle RMSE"] = math.sqrt(_ratio(float(self.angle_sq_sum), count))
+        return result
+
+
+class DepthMetric:
+    """Depth: abs/rel errors (per batch or pooled) and sigma thresholds (pixel-pooled)."""
+
+    def __init__(self, dataset: str, protocol: MetricProtocol = MetricProtocol(), extras: bool = False):
+        self.dataset = check_dataset(dataset)
+        self.protocol = protocol
+        self.extras = extras
+        self.reset()
+
+    def reset(self) -> None:
+        self.abs_err = _BatchMean(self.protocol.pixel_pooled)
+        self.rel_err = _BatchMean(self.protocol.pixel_pooled)
+        self.sq_rel_err = _BatchMean(self.protocol.pixel_pooled)
+        self.count: torch.Tensor | int = 0
+        self.sq_err_sum: torch.Tensor | float = 0.0
+        self.within: list[torch.Tensor | int] = [0, 0, 0]
+        self.num_batches = 0
+
+    def valid_mask(self, gt: torch.Tensor, depth_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.dataset == "Taskonomy":
+            if depth_mask is None:
+                raise ValueError("DepthMetric: Taskonomy needs the batch key 'depth_mask'")
+            depth_mask = _as_nchw(depth_mask, "depth_mask").to(gt.device, non_blocking=True)
+            return (gt != PAD_VALUE) & (depth_mask == 1)
+        return gt.sum(dim=1, keepdim=True) > DEPTH_MIN
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, depth_mask: torch.Tensor | None = None,
+               batch_size: int | None = None) -> None:
+        """Add one batch: `pred` [B,1,h,w] (upsampled to gt), `gt` [B,1,H,W] (+ Taskonomy `depth_mask`)."""
+        gt = _as_nchw(gt, "depth")
+        if pred.dim() != 4 or pred.shape[0] != gt.shape[0]:
+            raise ValueError(f"DepthMetric: expected pred [{gt.shape[0]},1,h,w], got {tuple(pred.shape)}")
+        batch_size = gt.shape[0] if batch_size is None else int(batch_size)
+        pred = upsample(pred.float(), gt.shape[-2:], self.protocol)
+        gt = gt.to(pred.device, non_blocking=True)
+        valid = self.valid_mask(gt, depth_mask)
+        count = valid.sum()
+        f64 = torch.float64
+        zero = torch.zeros((), dtype=f64, device=pred.device)
+        diff = pred - gt
+        abs_diff = diff.abs()
+        self.abs_err.update(torch.where(valid, abs_diff, zero).sum(dtype=f64), count, batch_size)
+        self.rel_err.update(torch.where(valid, abs_diff / gt, zero).sum(dtype=f64), count, batch_size)
+        self.sq_rel_err.update(torch.where(valid, diff.square() / gt, zero).sum(dtype=f64), count, batch_size)
+        # max(p/g, g/p) exactly as the original (a negative prediction gives a negative ratio).
+        ratio = torch.maximum(pred / gt, gt / pred)
+        for k in range(3):
+            self.within[k] = self.within[k] + ((ratio <= 1.25 ** (k + 1)) & valid).sum()
+        self.sq_err_sum = self.sq_err_sum + torch.where(valid, diff.square(), zero).sum(dtype=f64)
+        self.count = self.count + count
+        self.num_batches += 1
+
+    def compute(self) -> dict[str, float]:
+        _require_updates(self.num_batches, "DepthMetric")
+        count = int(self.count)
+        result = {"abs_err": self.abs_err.compute(), "rel_err": self.rel_err.compute()}
+        for k, name in enumerate(("sigma_1.25", "sigma_1.25^2", "sigma_1.25^3")):
+            result[name] = 100.0 * _ratio(float(self.within[k]), count)
+        if self.extras:
+            result["sq_rel_err"] = self.sq_rel_err.compute()
+            result["rms"] = math.sqrt(_ratio(float(self.sq_err_sum), count))
+        return result
+
+
+class L1Metric:
+    """Keypoint / edge: mean |p - g| over pixels with g != 255."""
+
+    def __init__(self, protocol: MetricProtocol = MetricProtocol()):
+        self.protocol = protocol
+        self.reset()
+
+    def reset(self) -> None:
+        self.err = _BatchMean(self.protocol.pixel_pooled)
+        self.num_batches = 0
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, batch_size: int | None = None) -> None:
+        gt = _as_nchw(gt, "keypoint/edge")
+        if pred.dim() != 4 or pred.shape[0] != gt.shape[0]:
+            raise ValueError(f"L1Metric: expected pred [{gt.shape[0]},1,h,w], got {tuple(pred.shape)}")
+        batch_size = gt.shape[0] if batch_size is None else int(batch_size)
+        pred = upsample(pred.float(), gt.shape[-2:], self.protocol)
+        gt = gt.to(pred.device, non_blocking=True)
+        valid = gt != PAD_VALUE
+        zero = torch.zeros((), dtype=torch.float64, device=pred.device)
+        abs_diff = torch.where(valid, (pred - gt).abs(), zero)
+        self.err.update(abs_diff.sum(dtype=torch.float64), valid.sum(), batch_size)
+        self.num_batches += 1
+
+    def compute(self) -> dict[str, float]:
+        _require_updates(self.num_batches, "L1Metric")
+        return {"err": self.err.compute()}
+
+
+def _require_updates(num_batches: int, name: str) -> None:
+    if num_batches == 0:
+        raise RuntimeError(f"{name}.compute() called before any update(): no batch was evaluated")
+
+
+class MultiTaskMetrics:
+    """All task metrics of one evaluation run; `update(outputs, batch)` per batch, `compute()` at the end."""
+
+    def __init__(self, tasks: Sequence[str], tasks_num_class: Sequence[int], dataset: str,
+                 protocol: MetricProtocol = MetricProtocol(), extras: bool = False, seg_class_weights: Any = None):
+        self.tasks = list(tasks)
+        self.dataset = check_dataset(dataset)
+        if len(self.tasks) != len(tasks_num_class):
+            raise ValueError(f"tasks {self.tasks} and tasks_num_class {list(tasks_num_class)} differ in length")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"tasks: unknown task(s) {unknown}; expected a subset of {list(TASKS)}")
+        self.protocol = protocol
+        self.extras = extras
+        self.metrics: dict[str, Any] = {}
+        for task, num_class in zip(self.tasks, tasks_num_class):
+            if task == "seg":
+                self.metrics[task] = SegMetric(num_class, seg_ignore_index(dataset), seg_class_weights, protocol)
+            elif task == "sn":
+                self.metrics[task] = NormalMetric(protocol, extras)
+            elif task == "depth":
+                self.metrics[task] = DepthMetric(dataset, protocol, extras)
+            else:
+                self.metrics[task] = L1Metric(protocol)
+
+    def reset(self) -> None:
+        for metric in self.metrics.values():
+            metric.reset()
+
+    def update(self, outputs: Sequence[torch.Tensor], batch: Mapping[str, Any]) -> None:
+        """Add one batch: `outputs[i]` is the prediction of tasks[i] at network resolution."""
+        if len(outputs) != len(self.tasks):
+            raise ValueError(f"MultiTaskMetrics.update: got {len(outputs)} outputs for tasks {self.tasks}")
+        for task, pred in zip(self.tasks, outputs):
+            key = GT_KEYS[task]
+            if key not in batch:
+                raise ValueError(f"MultiTaskMetrics.update: the batch lacks the ground-truth key {key!r} "
+                                 f"of task {task!r} (keys: {sorted(batch)})")
+            gt = batch[key]
+            batch_size = len(batch["img"]) if "img" in batch else gt.shape[0]
+            metric = self.metrics[task]
+            if task == "sn":
+                metric.update(pred, gt)
+            elif task == "depth":
+                metric.update(pred, gt, batch.get("depth_mask"), batch_size=batch_size)
+            else:
+                metric.update(pred, gt, batch_size=batch_size)
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        return {task: self.metrics[task].compute() for task in self.tasks}
+
+
+# Reference metrics of the score (SPEC §6): fractions for mIoU / Pixel Acc, degrees and % for sn, % for sigmas.
+_NYU_2TASK = {
+    "seg": {"mIoU": 0.413, "Pixel Acc": 0.691},
+    "sn": {"Angle Mean": 15.0, "Angle Median": 11.5, "Angle 11.25": 49.2, "Angle 22.5": 76.7, "Angle 30": 86.8},
+}
+_NYU_3TASK = {
+    "seg": {"mIoU": 0.275, "Pixel Acc": 0.589},
+    "sn": {"Angle Mean": 17.5, "Angle Median": 14.2, "Angle 11.25": 34.9, "Angle 22.5": 73.3, "Angle 30": 85.7},
+    "depth": {"abs_err": 0.62, "rel_err": 0.25, "sigma_1.25": 57.9, "sigma_1.25^2": 85.8, "sigma_1.25^3": 95.7},
+}
+_CITYSCAPES_SEG = {  # (num classes, small_res) -> seg reference
+    (7, True): {"mIoU": 0.519, "Pixel Acc": 0.722},
+    (7, False): {"mIoU": 0.644, "Pixel Acc": 0.778},
+    (19, False): {"mIoU": 0.402, "Pixel Acc": 0.747},
+}
+_CITYSCAPES_DEPTH = {"abs_err": 0.017, "rel_err": 0.33, "sigma_1.25": 70.3, "sigma_1.25^2": 86.3, "sigma_1.25^3": 93.3}
+_TASKONOMY = {
+    "seg": {"err": 0.517},
+    "sn": {"cosine_similarity": 0.716},
+    "depth": {"abs_err": 0.021},
+    "keypoint": {"err": 0.197},
+    "edge": {"err": 0.212},
+}
+
+
+def reference_metrics(dataset: str, tasks: Sequence[str], num_seg_classes: int | None = None,
+                      small_res: bool = False) -> dict[str, dict[str, float]]:
+    """The score's reference table for this setup, restricted to `tasks`."""
+    check_dataset(dataset)
+    tasks = list(tasks)
+    if dataset == "NYU_v2":
+        if len(tasks) == 2:
+            table = _NYU_2TASK
+        elif len(tasks) == 3:
+            table = _NYU_3TASK
+        else:
+            raise ValueError(f"reference metrics: NYU_v2 has tables for 2 or 3 tasks, got {len(tasks)} tasks {tasks}")
+    elif dataset == "CityScapes":
+        table = {"depth": _CITYSCAPES_DEPTH}
+        if "seg" in tasks:
+            key = (None if num_seg_classes is None else int(num_seg_classes), bool(small_res))
+            if key not in _CITYSCAPES_SEG:
+                raise ValueError(f"reference metrics: no CityScapes table for {num_seg_classes} seg classes with "
+                                 f"small_res={bool(small_res)}; expected one of (7, small_res true), "
+                                 f"(7, small_res false), (19, small_res false)")
+            table = {"seg": _CITYSCAPES_SEG[key], "depth": _CITYSCAPES_DEPTH}
+    else:
+        table = _TASKONOMY
+    return {task: dict(table[task]) for task in tasks if task in table}
+
+
+def _lower_is_better(task: str, metric: str) -> bool:
+    return ((task == "sn" and metric in ("Angle Mean", "Angle Median"))
+            or (task == "depth" and not metric.startswith("sigma"))
+            or metric == "err")
+
+
+def score(val_metrics: Mapping[str, Mapping[str, float]], refer_metrics: Mapping[str, Mapping[str, float]]) -> float:
+    """Σ over tasks of the mean ratio to the reference (ref/val when lower is better, else val/ref)."""
+    total = 0.0
+    for task, reference in refer_metrics.items():
+        if task not in val_metrics:
+            continue
+        common = [name for name in val_metrics[task] if name in reference]
+        for name in common:
+            value, ref = float(val_metrics[task][name]), float(reference[name])
+            if _lower_is_better(task, name):
+                # numpy semantics of the original: x/0 -> inf (or nan for 0/0) instead of an exception.
+                ratio = ref / value if value != 0 else (math.copysign(math.inf, ref) if ref != 0 else math.nan)
+            else:
+                ratio = value / ref
+            total += ratio / len(common)
+    return total
