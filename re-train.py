@@ -110,7 +110,8 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger) -> dict | None:
     n_eval = T.eval_iter(opt)
     state = env.state
     best_metrics = None
-    bar = tqdm(total=total, initial=state.current_iter, disable=not dist.is_main, dynamic_ncols=True,
+    bar = tqdm(total=total, initial=state.current_iter, disable=not (dist.is_main and sys.stderr.isatty()),
+               dynamic_ncols=True,
                desc=f'retrain exp {exp_id}')
     while state.current_iter < total:
         env.train()

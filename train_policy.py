@@ -79,7 +79,8 @@ def _train(opt: dict, dist) -> int:
     state = env.state
     n_eval = T.eval_iter(opt)
 
-    bar = tqdm(total=loop.total_iters, initial=state.current_iter, disable=not dist.is_main, dynamic_ncols=True)
+    bar = tqdm(total=loop.total_iters, initial=state.current_iter, dynamic_ncols=True,
+               disable=not (dist.is_main and sys.stderr.isatty()))
     while state.current_iter < loop.total_iters:
         env.train()
         state.current_iter += 1
@@ -165,6 +166,7 @@ def _log_policy(logger: RunLogger, bar: tqdm, it: int, env: AdaShareEnv) -> None
         logger.log_scalars(f'policy/{task}', {f'block{i:02d}': float(p) for i, p in enumerate(probs[t])}, it)
     hard = [torch.stack([(p >= 0.5).long(), (p < 0.5).long()], dim=1) for p in probs]
     n = env.num_train_layers()
+    n = min(n, env.network.num_policy_rows) if n is not None else None
     bar.write(f'[{it}] policy epoch {env.state.p_epoch}, temperature {env.temperature:.4f}, '
               f'gated blocks {n if n is not None else "all"}; execute probabilities:\n'
               + format_policy_table(hard, env.tasks, probabilities=probs))
