@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
         logger.write_options(format_options(opt))
         for exp_id in args.exp_ids:
-            best = retrain_one(opt, exp_id, dist, logger)
+            best = retrain_one(opt, exp_id, dist, logger, fresh=args.fresh)
             if dist.is_main:
                 print(f'exp_id {exp_id} (seed {opt["seed"][exp_id]}): best validation metrics {best}')
         logger.close()
@@ -60,7 +60,7 @@ def obtain_policy(env: AdaShareEnv, opt: dict, seed: int, dist) -> list[torch.Te
     return policies
 
 
-def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger) -> dict | None:
+def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = False) -> dict | None:
     """Retrain the architecture of one seed; returns its best validation metrics."""
     train_opt = opt['train']
     seed = int(opt['seed'][exp_id])
@@ -91,7 +91,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger) -> dict | None:
     env.seg_class_weights = getattr(trainset, 'class_weights', None)
     if env.seg_class_weights is not None:
         env.seg_class_weights = env.seg_class_weights.to(dist.device)
-    train_iter = T.InfiniteLoader(T.make_loader(opt, trainset, True, dist))
+    train_iter = T.InfiniteLoader(T.make_loader(opt, trainset, True, dist, seed=seed))
     val_loader = T.make_loader(opt, T.build_split(opt, T.validation_split(opt)), False, dist)
 
     env.set_fixed_policy(policies)
@@ -101,6 +101,14 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger) -> dict | None:
     env.define_schedulers(policy_learning=False)
     env.fix_alpha()
     env.free_w(bool(opt.get('fix_BN', False)))
+    resume_path = T.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')
+    loaders = {'train': train_iter}
+    if train_opt['auto_resume'] and not fresh and T.load_resume_state(env, resume_path, loaders):
+        env.fix_alpha()
+        env.free_w(bool(opt.get('fix_BN', False)))
+        if dist.is_main:
+            print(f'resuming the interrupted retraining from {resume_path} at iteration '
+                  f'{env.state.current_iter} (use --fresh to start over)')
 
     refer = T.reference_for(opt)
     total = int(train_opt.get('retrain_total_iters') or train_opt['total_iters'])
@@ -124,7 +132,8 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger) -> dict | None:
             values = T.losses_to_float(losses)
             logger.log_losses(it, values, f'retrain{exp_id:03d}')
             bar.write(T.loss_line(f'retrain {exp_id} {it}', values))
-        if it % val_freq == 0:
+        saved_latest = it % val_freq == 0
+        if saved_latest:
             metrics = env.validate(val_loader, 'eval_fixed', n_eval) if dist.is_main else {}
             env.save_label(latest)
             if dist.is_main:
@@ -135,6 +144,13 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger) -> dict | None:
                     state.best_value = value
                     best_metrics = metrics
                     env.save_label(best_label)
+        latest_freq = train_opt.get('latest_freq')
+        if latest_freq and it % int(latest_freq) == 0 and not saved_latest:
+            env.save_label(latest)
+            saved_latest = True
+        if saved_latest or it == total:
+            T.save_resume_state(env, resume_path, loaders)
+        T.maybe_inject_kill(it)
     bar.close()
     return best_metrics
 

@@ -31,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     opt = load_config(args.config, 'train_policy')
     dist = init_distributed(args.gpus)
     try:
-        return _train(opt, dist)
+        return _train(opt, dist, fresh=args.fresh)
     finally:
         cleanup_distributed()
 
 
-def _train(opt: dict, dist) -> int:
+def _train(opt: dict, dist, fresh: bool = False) -> int:
     fix_random_seed(opt['seed'][0])
     T.make_dirs(opt, dist)
     logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
@@ -61,20 +61,28 @@ def _train(opt: dict, dist) -> int:
     if dist.distributed:
         # Each rank draws its own Gumbel noise, as each DataParallel replica did (SPEC §10).
         torch.manual_seed(opt['seed'][0] + dist.rank)
-    if train_opt.get('resume'):
-        env.load_label(train_opt['which_iter'],
-                       hint='policy learning writes it: python train_policy.py --config <yaml>')
-        env.network.reset_logits()
-        env.network.to(dist.device)
-        env.define_optimizers(policy_learning=False)
-        env.define_schedulers(policy_learning=False)
-    env.fix_alpha()
-    env.free_w(bool(opt.get('fix_BN', False)))
+    iters = {name: T.InfiniteLoader(loader) for name, loader in loaders.items()}
+    fix_bn = bool(opt.get('fix_BN', False))
+    resume_path = T.resume_state_path(opt)
+    if train_opt['auto_resume'] and not fresh and T.load_resume_state(env, resume_path, iters):
+        env.apply_phase_freezing(fix_bn)
+        if dist.is_main:
+            print(f'resuming the interrupted run from {resume_path} at iteration {env.state.current_iter} '
+                  f'(use --fresh to start over)')
+    else:
+        if train_opt.get('resume'):
+            # The original's resume: weights, iter and temp from `which_iter`; fresh logits and optimisers.
+            env.load_label(train_opt['which_iter'],
+                           hint='policy learning writes it: python train_policy.py --config <yaml>')
+            env.network.reset_logits()
+            env.define_optimizers(policy_learning=False)
+            env.define_schedulers(policy_learning=False)
+        env.fix_alpha()
+        env.free_w(fix_bn)
 
     refer = T.reference_for(opt)
     best_after = T.best_threshold_blocks(opt) * int(opt['curriculum_speed']) * \
         (loop.weight_iter_alternate + loop.alpha_iter_alternate)
-    iters = {name: T.InfiniteLoader(loader) for name, loader in loaders.items()}
     policy_on = bool(opt.get('policy', True))
     state = env.state
     n_eval = T.eval_iter(opt)
@@ -87,62 +95,88 @@ def _train(opt: dict, dist) -> int:
         it = state.current_iter
         bar.update(1)
         if it < loop.warm_up_iters:
-            bar.set_description('warm-up')
-            env.set_inputs(next(iters['train']))
-            losses = env.optimize('warmup')
-            if it % loop.print_freq == 0:
-                _log_losses(logger, bar, it, 'warmup', losses, env)
-            if it % loop.val_freq == 0:
-                metrics = env.validate(val_loader, 'eval_shared', n_eval, extras=True) if dist.is_main else {}
-                _log_metrics(logger, bar, it, metrics)
-                env.save_label('latest')
-            continue
-
-        if not state.alternation_started:
-            env.start_alternation()
-            if it == loop.warm_up_iters:
-                env.save_label('warmup')
-            env.fix_alpha()
-        if state.flag == 'update_w':
-            bar.set_description(f'weights (tau {state.temperature:.3f})')
-            state.current_iter_w += 1
-            env.set_inputs(next(iters['train1']))
-            losses = env.optimize('weights')
-            if it % loop.print_freq == 0:
-                _log_losses(logger, bar, it, 'weights', losses, env)
-            if state.current_iter_w % loop.weight_iter_alternate == 0:
-                state.flag = 'update_alpha'
-                env.fix_w()
-                env.free_alpha()
-                mode = 'eval_policy' if policy_on else 'eval_shared'
-                metrics = env.validate(val_loader, mode, n_eval, extras=True) if dist.is_main else {}
-                _log_metrics(logger, bar, it, metrics)
-                env.save_label('latest')
-                if dist.is_main and it - loop.warm_up_iters >= best_after:
-                    value = score(metrics, refer)
-                    logger.log_scalars('val', {'score': value}, it)
-                    if value > state.best_value:
-                        state.best_value = value
-                        env.save_label('best')
-                        bar.write(f'[{it}] new best score {value:.4f}: saved best')
+            saved_latest = _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist)
         else:
-            bar.set_description(f'policy (tau {state.temperature:.3f})')
-            state.current_iter_a += 1
-            env.set_inputs(next(iters['train2']))
-            losses = env.optimize('policy')
-            if it % loop.print_freq == 0:
-                _log_losses(logger, bar, it, 'policy', losses, env)
-            if state.current_iter_a % loop.alpha_iter_alternate == 0:
-                state.flag = 'update_w'
-                env.fix_alpha()
-                env.free_w(bool(opt.get('fix_BN', False)))
-                env.decay_temperature()
-                state.p_epoch += 1
-                _log_policy(logger, bar, it, env)
+            saved_latest = _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist,
+                                                  refer, best_after, policy_on, fix_bn)
+        latest_freq = train_opt.get('latest_freq')
+        if latest_freq and it % int(latest_freq) == 0 and not saved_latest:
+            env.save_label('latest')
+            saved_latest = True
+        if saved_latest or it == loop.total_iters:
+            # At the end of the iteration, so the counters, best score and RNG are all current.
+            T.save_resume_state(env, resume_path, iters)
+        T.maybe_inject_kill(it)
     bar.close()
     logger.close()
     return 0
 
+
+
+def _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist) -> bool:
+    """One warm-up step on `train` with the shared network; returns whether `latest` was saved."""
+    it = env.state.current_iter
+    bar.set_description('warm-up')
+    env.set_inputs(next(iters['train']))
+    losses = env.optimize('warmup')
+    if it % loop.print_freq == 0:
+        _log_losses(logger, bar, it, 'warmup', losses, env)
+    if it % loop.val_freq == 0:
+        metrics = env.validate(val_loader, 'eval_shared', n_eval, extras=True) if dist.is_main else {}
+        _log_metrics(logger, bar, it, metrics)
+        env.save_label('latest')
+        return True
+    return False
+
+
+def _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, refer, best_after,
+                           policy_on, fix_bn) -> bool:
+    """One weight (train1) or policy (train2) step of the alternation; returns whether `latest` was saved."""
+    state = env.state
+    it = state.current_iter
+    if not state.alternation_started:
+        env.start_alternation()
+        if it == loop.warm_up_iters:
+            env.save_label('warmup')
+        env.fix_alpha()
+    if state.flag == 'update_w':
+        bar.set_description(f'weights (tau {state.temperature:.3f})')
+        state.current_iter_w += 1
+        env.set_inputs(next(iters['train1']))
+        losses = env.optimize('weights')
+        if it % loop.print_freq == 0:
+            _log_losses(logger, bar, it, 'weights', losses, env)
+        if state.current_iter_w % loop.weight_iter_alternate != 0:
+            return False
+        state.flag = 'update_alpha'
+        env.fix_w()
+        env.free_alpha()
+        mode = 'eval_policy' if policy_on else 'eval_shared'
+        metrics = env.validate(val_loader, mode, n_eval, extras=True) if dist.is_main else {}
+        _log_metrics(logger, bar, it, metrics)
+        env.save_label('latest')
+        if dist.is_main and it - loop.warm_up_iters >= best_after:
+            value = score(metrics, refer)
+            logger.log_scalars('val', {'score': value}, it)
+            if value > state.best_value:
+                state.best_value = value
+                env.save_label('best')
+                bar.write(f'[{it}] new best score {value:.4f}: saved best')
+        return True
+    bar.set_description(f'policy (tau {state.temperature:.3f})')
+    state.current_iter_a += 1
+    env.set_inputs(next(iters['train2']))
+    losses = env.optimize('policy')
+    if it % loop.print_freq == 0:
+        _log_losses(logger, bar, it, 'policy', losses, env)
+    if state.current_iter_a % loop.alpha_iter_alternate == 0:
+        state.flag = 'update_w'
+        env.fix_alpha()
+        env.free_w(fix_bn)
+        env.decay_temperature()
+        state.p_epoch += 1
+        _log_policy(logger, bar, it, env)
+    return False
 
 
 def _log_losses(logger: RunLogger, bar: tqdm, it: int, phase: str, losses: dict, env: AdaShareEnv) -> None:

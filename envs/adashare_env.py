@@ -15,12 +15,17 @@ import torch
 
 from envs import losses as L
 from envs.base_env import BaseEnv
+from utils import checkpoint as ckpt
 from models import build_model
 from models import policy as P
 from utils.device import DistContext
 from utils.metrics import MetricProtocol, MultiTaskMetrics, seg_ignore_index
 
 PHASES = ('warmup', 'weights', 'policy', 'retrain')
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or policy logit became NaN/inf."""
 
 
 @dataclass
@@ -240,7 +245,8 @@ class AdaShareEnv(BaseEnv):
                 loss = loss + float(train_opt['reg_w']) * regs['sparsity']['total']
             for key, group in regs.items():
                 report[key] = {k: v.detach() for k, v in group.items()}
-        self._check_finite(loss, report, phase)
+        if not self._check_finite(loss, task_losses, phase):
+            return report
         if phase == 'policy':
             optimizer, params, scheduler = self.optimizers['alphas'], self.network.arch_parameters(), None
         else:
@@ -254,9 +260,29 @@ class AdaShareEnv(BaseEnv):
             scheduler.step()
         return report
 
-    def _check_finite(self, loss: torch.Tensor, report: dict, phase: str) -> None:
-        """Hook for the numerical guard; a no-op in the faithful default (no host sync)."""
-        return None
+    def _check_finite(self, loss: torch.Tensor, task_losses: dict, phase: str) -> bool:
+        """Numerical guard: True if the step may proceed (one host sync per step).
+
+        `train.nonfinite: stop` (default) raises NonFiniteLossError naming the iteration, the task
+        and the loss before anything is stepped or saved, so the last good checkpoint stays
+        intact; `skip` drops the batch with a warning.
+        """
+        finite = torch.isfinite(loss.detach())
+        logits = self.policy_logits()
+        finite = finite & torch.stack([torch.isfinite(lg.detach()).all() for lg in logits]).all()
+        if bool(finite):
+            return True
+        bad = [f'{task} loss = {float(value)}' for task, value in task_losses.items()
+               if not torch.isfinite(value.detach()).all()]
+        bad += [f'task{t + 1}_logits non-finite' for t, lg in enumerate(logits) if not torch.isfinite(lg).all()]
+        if not bad:
+            bad = [f'total loss = {float(loss)} (a regulariser)']
+        where = f'iteration {self.state.current_iter}, {phase} step: ' + '; '.join(bad)
+        if (self.opt.get('train') or {}).get('nonfinite', 'stop') == 'skip':
+            print(f'warning: {where}: batch skipped (train.nonfinite: skip)')
+            return False
+        raise NonFiniteLossError(f'{where}. Stopped before the update; the last saved checkpoint is kept. '
+                                 f'Set train.nonfinite: skip to skip such batches instead.')
 
     # ---------------------------------------------------------------- validation
     def metrics_for(self, extras: bool) -> MultiTaskMetrics:
@@ -291,6 +317,40 @@ class AdaShareEnv(BaseEnv):
         if extra:
             payload.update(extra)
         return self.save(label, self.state.current_iter, self.state.temperature, extra=payload)
+
+    def save_resume(self, path: str, extra: dict) -> None:
+        """The resume state: a checkpoint with the counters, schedulers and the caller's extras."""
+        payload = {'state': asdict(self.state),
+                   'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()}}
+        payload.update(extra)
+        self.save_to(path, self.state.current_iter, self.state.temperature, extra=payload)
+
+    def load_resume(self, path: str) -> dict:
+        """Restore weights, optimisers, schedulers and counters saved by save_resume()."""
+        payload = ckpt.load_checkpoint(path, map_location=self.device)
+        ckpt.load_state_strict(self.network, payload['mtl-net'], source=path)
+        self.state = TrainState(**payload['state'])
+        self.define_optimizers(policy_learning=self.state.alternation_started)
+        self.schedulers = {}
+        self.define_schedulers(policy_learning=False)
+        if self.state.alternation_started:
+            self.define_schedulers(policy_learning=True)
+        for name, optimizer in self.optimizers.items():
+            if name in payload:
+                optimizer.load_state_dict(payload[name])
+        for name, scheduler in self.schedulers.items():
+            if name in payload.get('schedulers', {}):
+                scheduler.load_state_dict(payload['schedulers'][name])
+        return payload
+
+    def apply_phase_freezing(self, fix_bn: bool) -> None:
+        """requires_grad as the current alternation flag wants it (weights or logits trainable)."""
+        if self.state.alternation_started and self.state.flag == 'update_alpha':
+            self.fix_w()
+            self.free_alpha()
+        else:
+            self.fix_alpha()
+            self.free_w(fix_bn)
 
     def load_label(self, label: str, strict: bool = False, hint: str | None = None) -> int:
         """Load weights, `iter` and `temp` like the original `load()`; returns the iteration."""

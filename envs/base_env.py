@@ -78,9 +78,12 @@ class BaseEnv:
 
     def save(self, label: str, iteration: int, temperature: float, extra: dict | None = None) -> str | None:
         """Write `<label>_model.pth.tar` with the original dict keys; only the main rank writes."""
+        return self.save_to(self.checkpoint_file(label), iteration, temperature, extra)
+
+    def save_to(self, path: str, iteration: int, temperature: float, extra: dict | None = None) -> str | None:
+        """Write a checkpoint to `path` atomically (main rank only)."""
         if not self.is_main:
             return None
-        path = self.checkpoint_file(label)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         optimizers = {name: opt.state_dict() for name, opt in self.optimizers.items()} if self.is_train else None
         ckpt.save_checkpoint(path, self.network.state_dict(), optimizers=optimizers, iteration=iteration,

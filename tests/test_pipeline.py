@@ -1,5 +1,4 @@
 """End to end on generated data: train_policy.py -> re-train.py -> test.py, and a 2-process DDP run."""
-import importlib.util
 import json
 import os
 import socket
@@ -8,45 +7,14 @@ import sys
 
 import pytest
 import torch
-import yaml
 
-from dataloaders.synthetic import generate_dataset
+from _pipeline import ROOT, load_script, make_nyu, tiny_yaml
 from utils.checkpoint import load_checkpoint, load_policy
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEIGHT, WIDTH = 48, 64
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace('-', '_'), os.path.join(ROOT, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
 def nyu_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('nyu')
-    generate_dataset('nyu_v2', str(root), num_train=10, num_test=4, height=HEIGHT, width=WIDTH, seed=3,
-                     progress=False)
-    return root
-
-
-def tiny_yaml(tmp_path, dataroot, **train_overrides):
-    with open(os.path.join(ROOT, 'yamls', 'synthetic', 'nyu_v2_3task.yml')) as f:
-        opt = yaml.safe_load(f)
-    opt['paths'] = {k: str(tmp_path / k) for k in ('log_dir', 'result_dir', 'checkpoint_dir')}
-    opt['head_channels'] = 8
-    opt['dataload'].update({'dataroot': str(dataroot), 'crop_h': 32, 'crop_w': 32, 'eval_h': HEIGHT,
-                            'eval_w': WIDTH, 'num_workers': 0})
-    opt['train'].update({'batch_size': 2, 'total_iters': 26, 'warm_up_iters': 4, 'print_freq': 5,
-                         'val_freq': 3, 'weight_iter_alternate': 2, 'alpha_iter_alternate': 2,
-                         'retrain_total_iters': 6})
-    opt['train'].update(train_overrides)
-    opt['quirks'] = {'eval_iter': 1}
-    path = tmp_path / 'tiny.yml'
-    path.write_text(yaml.safe_dump(opt))
-    return str(path), opt
+    return make_nyu(tmp_path_factory.mktemp('nyu'))
 
 
 @pytest.mark.slow

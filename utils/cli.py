@@ -17,6 +17,8 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
                         help='CUDA device ids; -1 runs on the CPU (no CUDA also falls back to the CPU)')
     parser.add_argument('--exp_ids', type=int, nargs='+', default=[0],
                         help='indices into the config\'s seed list (re-train.py, test.py)')
+    parser.add_argument('--fresh', action='store_true',
+                        help='ignore an interrupted run\'s resume state and start over (train_policy.py, re-train.py)')
     return parser.parse_args(argv)
 
 

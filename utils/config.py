@@ -372,6 +372,14 @@ SCHEMA: tuple[Key, ...] = (
         'the length of the train1 loader.', default=None),
     Key('train.alpha_iter_alternate', Nullable(Integer(1)), 'Policy iterations per alternation epoch; null = '
         'the length of the train2 loader.', default=None),
+    # --- reliability (extensions; defaults keep the original cadence)
+    Key('train.auto_resume', Boolean(), 'Extension: re-running an interrupted train_policy.py/re-train.py command '
+        'continues exactly from its resume_state file (weights, optimisers, schedulers, temperature, curriculum, '
+        'alternation position, best score, data order, RNG); False (or --fresh) starts over.', default=True),
+    Key('train.latest_freq', Nullable(Integer(1)), 'Extension: also save `latest` and the resume state every '
+        'latest_freq iterations; null = the original cadence (every validation).', default=None),
+    Key('train.nonfinite', Choice(('stop', 'skip')), 'Extension: a non-finite loss or logit stops the run (the last '
+        'good checkpoint is kept), or skips that batch.', default='stop'),
     # --- test (SPEC §1.5)
     Key('test.which_iter', Nullable(Text()), 'Unused by the original and by this code.', default=None,
         unused=True),

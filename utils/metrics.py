@@ -236,7 +236,9 @@ class SegMetric:
         else:
             used = true_positive != 0  # the original drops classes without a true positive (§12.2 item 13)
         if not used.any():
-            return float("nan")  # the original's np.sum([]) / 0
+            # The original returns NaN here (np.sum([]) / 0), which makes the score NaN so that no
+            # `best` checkpoint is ever saved. No class is right: the mIoU is 0.
+            return 0.0
         return float(np.mean(true_positive[used] / union[used]))
 
     def compute(self) -> dict[str, float]:

@@ -5,10 +5,14 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+import random
+import signal
 
-from dataloaders import build_dataset_from_config, build_loader
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dataloaders import build_dataset_from_config, seed_worker
 from utils.device import DistContext, split_batch_size
 
 # Blocks per backbone as train.py counts them for the "best" threshold (SPEC §1.1: ResNet34 -> 18, sic).
@@ -43,18 +47,87 @@ def make_dirs(opt: dict, dist: DistContext | None) -> None:
         os.makedirs(os.path.join(path, opt['exp_name']), exist_ok=True)
 
 
+class SeededItems(Dataset):
+    """Wraps a dataset so that item `(epoch, index)` is augmented with its own seed.
+
+    The augmentation draws from python `random` and numpy (SPEC §9); seeding them per
+    (seed, epoch, index) makes the data stream reproducible and resumable at any batch, with
+    any number of workers. The caller's global RNG states are restored afterwards.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == 'dataset':
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        item_seed = hash((self.seed, epoch, index)) % 2 ** 32
+        py_state, np_state = random.getstate(), np.random.get_state()
+        random.seed(item_seed)
+        np.random.seed(item_seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class ResumableSampler(Sampler):
+    """Yields `(epoch, index)`: a permutation seeded by (seed, epoch), this rank's share, from `start` on."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.shuffle = size, int(seed), shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        usable = (self.size // self.world_size) * self.world_size
+        return order[:usable][self.rank::self.world_size]
+
+    def __iter__(self):
+        for index in self._indices()[self.start:]:
+            yield (self.epoch, index)
+
+    def __len__(self) -> int:
+        return max(0, self.size // self.world_size - self.start)
+
+
 def make_loader(opt: dict, dataset: Dataset, train: bool, dist: DistContext | None,
-                batch_size: int | None = None) -> DataLoader:
-    """A loader with the original settings (drop_last, shuffle for train); the batch is split over ranks."""
+                batch_size: int | None = None, seed: int | None = None) -> DataLoader:
+    """A loader with the original settings (drop_last, shuffle for train); the batch is split over ranks.
+
+    Train loaders draw a reproducible, resumable order (see ResumableSampler and SeededItems);
+    every loader has its own generator so that creating an iterator never consumes the global
+    torch RNG (which would make an interrupted run diverge from an uninterrupted one).
+    """
     global_batch = batch_size if batch_size is not None else int(opt['train']['batch_size'])
     world = dist.world_size if dist is not None and dist.distributed else 1
-    per_rank = split_batch_size(global_batch, world) if train else global_batch
+    rank = dist.rank if dist is not None and dist.distributed else 0
     num_workers = int(opt['dataload'].get('num_workers', 2) or 0)
-    if train and world > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=dist.rank, shuffle=True, drop_last=True)
-        return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                          num_workers=num_workers, pin_memory=torch.cuda.is_available())
-    return build_loader(dataset, batch_size=per_rank, shuffle=train, drop_last=True, num_workers=num_workers)
+    base_seed = int(opt['seed'][0] if seed is None else seed)
+    common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(), worker_init_fn=seed_worker,
+                  generator=torch.Generator().manual_seed(base_seed), drop_last=True)
+    if not train:
+        return DataLoader(dataset, batch_size=global_batch, shuffle=False, **common)
+    per_rank = split_batch_size(global_batch, world)
+    sampler = ResumableSampler(len(dataset), base_seed, shuffle=True, rank=rank, world_size=world)
+    return DataLoader(SeededItems(dataset, base_seed), batch_size=per_rank, sampler=sampler, **common)
 
 
 def build_split(opt: dict, split: str) -> Dataset:
@@ -62,31 +135,45 @@ def build_split(opt: dict, split: str) -> Dataset:
 
 
 class InfiniteLoader:
-    """Cycles a DataLoader, re-creating the iterator after its last batch (as the original does)."""
+    """Cycles a train DataLoader, re-creating the iterator after its last batch (as the original does).
 
-    def __init__(self, loader: DataLoader, epoch: int = 0):
+    It knows its position (epoch, batches consumed in the epoch), so a resumed run continues
+    with exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, loader: DataLoader):
         if len(loader) == 0:
             raise ValueError(f'the data loader is empty: {len(loader.dataset)} images with batch size '
                              f'{loader.batch_size} and drop_last; use a smaller batch_size or more data')
         self.loader = loader
-        self.epoch = epoch
+        self.batches_per_epoch = len(loader)
+        self.epoch = 0
+        self.position = 0
         self._iterator: Iterator | None = None
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self.batches_per_epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {'epoch': self.epoch, 'position': self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state['epoch']), int(state['position'])
+        self._iterator = None
 
     def __next__(self) -> Any:
+        if self.position >= self.batches_per_epoch:
+            self.epoch, self.position, self._iterator = self.epoch + 1, 0, None
         if self._iterator is None:
-            sampler = getattr(self.loader, 'sampler', None)
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(self.epoch)
+            sampler = self.loader.sampler
+            if isinstance(sampler, ResumableSampler):
+                sampler.set_position(self.epoch, self.position * self.loader.batch_size)
+            elif self.position:
+                raise ValueError('only loaders built by make_loader(train=True) can resume mid-epoch')
             self._iterator = iter(self.loader)
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self.epoch += 1
-            self._iterator = None
-            return next(self)
+        batch = next(self._iterator)
+        self.position += 1
+        return batch
 
 
 @dataclass
@@ -121,3 +208,45 @@ def losses_to_float(losses: dict) -> dict:
 
 def loss_line(tag: str, values: dict) -> str:
     return f'[{tag}] ' + ' '.join(f"{k}={v['total']:.4f}" for k, v in values.items())
+
+
+# ------------------------------------------------------------------ exact resume (SPEC §0.8)
+def resume_state_path(opt: dict, prefix: str = '') -> str:
+    """`<checkpoint_dir>/<exp_name>/<prefix>resume_state.pth.tar`, beside the checkpoints."""
+    return os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'], f'{prefix}resume_state.pth.tar')
+
+
+def save_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> None:
+    """Everything an interrupted run needs to continue exactly; every rank's RNG goes to rank 0."""
+    from utils.seeding import get_rng_state
+    rng = get_rng_state()
+    if env.is_distributed:
+        import torch.distributed as tdist
+        gathered: list = [None] * env.dist.world_size
+        tdist.all_gather_object(gathered, rng)
+        rng_states = gathered
+    else:
+        rng_states = [rng]
+    env.save_resume(path, {'rng': rng_states, 'loaders': {k: v.state_dict() for k, v in loaders.items()}})
+
+
+def load_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> bool:
+    """Restore a run from `path` if it exists; returns whether it did."""
+    if not os.path.exists(path):
+        return False
+    from utils.seeding import set_rng_state
+    payload = env.load_resume(path)
+    for name, state in payload.get('loaders', {}).items():
+        if name in loaders:
+            loaders[name].load_state_dict(state)
+    rng_states = payload['rng']
+    rank = env.dist.rank if env.is_distributed else 0
+    set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+    return True
+
+
+def maybe_inject_kill(iteration: int) -> None:
+    """Testing hook: ADASHARE_KILL_AT_ITER=N SIGKILLs this process at the end of iteration N."""
+    target = os.environ.get('ADASHARE_KILL_AT_ITER')
+    if target is not None and int(target) == iteration:
+        os.kill(os.getpid(), signal.SIGKILL)
