@@ -272,7 +272,7 @@ class AdaShareEnv(BaseEnv):
         finite = finite & torch.stack([torch.isfinite(lg.detach()).all() for lg in logits]).all()
         if bool(finite):
             return True
-        bad = [f'{task} loss = {float(value)}' for task, value in task_losses.items()
+        bad = [f'{task} loss = {float(value.detach())}' for task, value in task_losses.items()
                if not torch.isfinite(value.detach()).all()]
         bad += [f'task{t + 1}_logits non-finite' for t, lg in enumerate(logits) if not torch.isfinite(lg).all()]
         if not bad:

@@ -1,0 +1,430 @@
+"""Summarise the test results of several runs (exp_ids / seeds) of one experiment.
+
+    python -m utils.summary --config yamls/adashare/nyu_v2_3task_test.yml [--exp_ids 0 1 2]
+                            [--single-task single_task_metrics.json] [--json summary.json]
+
+Reads the JSON files test.py writes (`<paths.result_dir>/<exp_name>/test_metrics_exp<E:03d>.json`; default:
+every such file of the experiment) and prints, per task and metric, every run's value, the mean ± sample
+standard deviation (ddof=1) over the runs, the best run by the validation score, optionally the relative
+multi-task performance against single-task results (AutoMTL's Δ_t), and each run's policy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+RESULT_PATTERN = re.compile(r'test_metrics_exp(\d+)\.json')
+# Top-level keys of a test.py JSON that are not task metric tables.
+NON_METRIC_KEYS = ('policy', 'val_score')
+STD_KIND = 'sample standard deviation (ddof=1) over the runs; none for a single run'
+SCORE_FROM_JSON = 'val_score key of the test JSON'
+SCORE_COMPUTED = 'score(metrics, reference_metrics) computed from the config'
+
+
+class SummaryError(ValueError):
+    """Bad or inconsistent result files."""
+
+
+class ResultsNotFoundError(SummaryError, FileNotFoundError):
+    """No test result where the config says test.py writes them."""
+
+
+# ----------------------------------------------------------------------------------------- metric helpers
+def lower_is_better(task: str, metric: str) -> bool:
+    """Direction of a metric for Δ_t (AutoMTL): angle errors, non-sigma depth metrics and any `err`."""
+    return ((task == 'sn' and metric in ('Angle Mean', 'Angle Median', 'Angle RMSE'))
+            or (task == 'depth' and not metric.startswith('sigma'))
+            or metric == 'err')
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def metric_tables(result: Mapping[str, Any], where: str) -> dict[str, dict[str, float]]:
+    """The `{task: {metric: float}}` part of a test JSON (`policy`, `val_score` and other scalars dropped)."""
+    if not isinstance(result, Mapping):
+        raise SummaryError(f'{where}: expected a JSON object {{task: {{metric: value}}, ...}}, '
+                           f'got {type(result).__name__}')
+    tables: dict[str, dict[str, float]] = {}
+    for task, table in result.items():
+        if task in NON_METRIC_KEYS or not isinstance(table, Mapping):
+            continue
+        values = {}
+        for metric, value in table.items():
+            if not _is_number(value):
+                raise SummaryError(f'{where}: {task}.{metric} = {value!r}: expected a number')
+            values[str(metric)] = float(value)
+        tables[str(task)] = values
+    if not tables:
+        raise SummaryError(f'{where}: no task metrics found; expected e.g. {{"seg": {{"mIoU": 0.27, ...}}, ...}}')
+    return tables
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof=1; None for fewer than two values)."""
+    if not values:
+        return None, None
+    mean = math.fsum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _stats(values: Mapping[int, float]) -> dict[str, Any]:
+    mean, std = _mean_std(list(values.values()))
+    return {'values': dict(values), 'n': len(values), 'mean': mean, 'std': std}
+
+
+# ----------------------------------------------------------------------------------------- Δ_t (AutoMTL)
+def task_delta(metrics: Mapping[str, float], single: Mapping[str, float], task: str) -> tuple[float, list[str]]:
+    """Δ_t in %: mean over the shared metrics of (−1)^l · (M − M_single) / M_single · 100, and those metrics."""
+    common = [m for m in metrics if m in single]
+    if not common:
+        raise SummaryError(f'single-task reference for {task!r} shares no metric with the results '
+                           f'(results: {sorted(metrics)}, reference: {sorted(single)})')
+    terms = []
+    for metric in common:
+        reference = single[metric]
+        if reference == 0:
+            raise SummaryError(f'single-task reference {task}.{metric} = 0: Δ_t divides by it')
+        sign = -1.0 if lower_is_better(task, metric) else 1.0
+        terms.append(sign * (metrics[metric] - reference) / reference * 100.0)
+    return math.fsum(terms) / len(terms), common
+
+
+def multitask_delta(metrics: Mapping[str, Mapping[str, float]],
+                    single: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """`{task: Δ_t}` for every task in both, plus `'all'`: Δ = mean over those tasks."""
+    deltas = {task: task_delta(metrics[task], single[task], task)[0] for task in metrics if task in single}
+    if not deltas:
+        raise SummaryError(f'the single-task reference has none of the tasks {sorted(metrics)} '
+                           f'(it has {sorted(single)})')
+    deltas['all'] = math.fsum(deltas.values()) / len(deltas)
+    return deltas
+
+
+# ----------------------------------------------------------------------------------------- policies
+def _policy_strings(policy: Any, task_names: Sequence[str], where: str) -> dict[str, str]:
+    """`{task: 'XX.X…'}` from test.py's `{task{t}_policy: [[exec, skip], ...]}` (X = execute, . = skip)."""
+    if not isinstance(policy, Mapping):
+        raise SummaryError(f'{where}: policy must be an object {{"task1_policy": [[1, 0], ...]}}, '
+                           f'got {type(policy).__name__}')
+    strings = {}
+    for index, (key, rows) in enumerate(sorted(policy.items(), key=lambda kv: _task_index(kv[0], where))):
+        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 2 and all(map(_is_number, r))
+                                                 and sorted(float(x) for x in r) == [0.0, 1.0] for r in rows):
+            raise SummaryError(f'{where}: policy.{key} must be a list of [1, 0] (execute) or [0, 1] (skip) rows')
+        name = task_names[index] if len(task_names) == len(policy) else key.replace('_policy', '')
+        strings[name] = ''.join('X' if float(row[0]) == 1.0 else '.' for row in rows)
+    return strings
+
+
+def _task_index(key: str, where: str) -> int:
+    match = re.fullmatch(r'task(\d+)_policy', str(key))
+    if not match:
+        raise SummaryError(f'{where}: policy key {key!r}: expected task<t>_policy (t = 1, 2, ...)')
+    return int(match.group(1))
+
+
+# ----------------------------------------------------------------------------------------- summary
+def summarize(results: Mapping[int, Mapping[str, Any]], single_task: Mapping[str, Any] | None = None, *,
+              seeds: Mapping[int, int] | Sequence[int] | None = None,
+              reference: Mapping[str, Mapping[str, float]] | None = None,
+              tasks: Sequence[str] | None = None,
+              sources: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """Per-metric values, mean ± sample std, best exp_id by validation score, Δ_t and policies of several runs.
+
+    results: exp_id -> test.py JSON dict. single_task: the same nested metric format (or None).
+    seeds: exp_id -> seed (a mapping, or the config's seed list indexed by exp_id). reference: the score's
+    reference metrics, used for runs whose JSON has no `val_score`. tasks: task order (else first seen).
+    sources: exp_id -> file name, only used in error messages and kept in the summary.
+    """
+    if not results:
+        raise SummaryError('no results to summarise')
+    exp_ids = sorted(int(e) for e in results)
+    where = {e: (sources or {}).get(e, f'exp_id {e}') for e in exp_ids}
+    tables = {e: metric_tables(results[e], where[e]) for e in exp_ids}
+
+    order = list(tasks or [])
+    for e in exp_ids:
+        order += [t for t in tables[e] if t not in order]
+    order = [t for t in order if any(t in tables[e] for e in exp_ids)]
+    metrics: dict[str, dict[str, dict[str, Any]]] = {}
+    for task in order:
+        names: list[str] = []
+        for e in exp_ids:
+            names += [m for m in tables[e].get(task, {}) if m not in names]
+        metrics[task] = {m: dict(_stats({e: tables[e][task][m] for e in exp_ids if m in tables[e].get(task, {})}),
+                                 lower_is_better=lower_is_better(task, m)) for m in names}
+
+    summary: dict[str, Any] = {
+        'exp_ids': exp_ids,
+        'seeds': {e: _seed(seeds, e) for e in exp_ids},
+        'std': STD_KIND,
+        'tasks': order,
+        'metrics': metrics,
+        'score': _scores(results, tables, exp_ids, reference, where),
+        'policy': _policies(results, exp_ids, order, where),
+    }
+    if sources:
+        summary['files'] = {e: sources[e] for e in exp_ids if e in sources}
+    if single_task is not None:
+        summary['delta'] = _deltas(tables, exp_ids, metric_tables(single_task, 'single-task reference'))
+    return summary
+
+
+def _seed(seeds: Mapping[int, int] | Sequence[int] | None, exp_id: int) -> int | None:
+    if seeds is None:
+        return None
+    if isinstance(seeds, Mapping):
+        return seeds.get(exp_id)
+    return int(seeds[exp_id]) if 0 <= exp_id < len(seeds) else None
+
+
+def _scores(results: Mapping[int, Mapping[str, Any]], tables: Mapping[int, dict], exp_ids: list[int],
+            reference: Mapping[str, Mapping[str, float]] | None, where: Mapping[int, str]) -> dict[str, Any]:
+    """Each run's validation score (its `val_score`, else computed from `reference`) and the best exp_id."""
+    values: dict[int, float] = {}
+    source: dict[int, str] = {}
+    for e in exp_ids:
+        value = results[e].get('val_score')
+        if value is not None:
+            if not _is_number(value):
+                raise SummaryError(f'{where[e]}: val_score = {value!r}: expected a number')
+            values[e], source[e] = float(value), SCORE_FROM_JSON
+        elif reference is not None:
+            from utils.metrics import score
+            values[e], source[e] = float(score(tables[e], reference)), SCORE_COMPUTED
+    ranked = [e for e in exp_ids if e in values and not math.isnan(values[e])]
+    best = max(ranked, key=lambda e: values[e]) if ranked else None  # ties: the lowest exp_id
+    kinds = set(source.values())
+    return dict(_stats(values), source=source, best_exp_id=best,
+                source_kind=kinds.pop() if len(kinds) == 1 else ('mixed' if kinds else None),
+                missing=[e for e in exp_ids if e not in values])
+
+
+def _policies(results: Mapping[int, Mapping[str, Any]], exp_ids: list[int], tasks: list[str],
+              where: Mapping[int, str]) -> dict[int, dict[str, Any]]:
+    out = {}
+    for e in exp_ids:
+        if results[e].get('policy') is None:
+            continue
+        strings = _policy_strings(results[e]['policy'], tasks, where[e])
+        executed = {t: s.count('X') for t, s in strings.items()}
+        out[e] = {'strings': strings, 'executed': executed, 'blocks': {t: len(s) for t, s in strings.items()},
+                  'executed_total': sum(executed.values()), 'blocks_total': sum(len(s) for s in strings.values())}
+    return out
+
+
+def _deltas(tables: Mapping[int, dict], exp_ids: list[int],
+            single: dict[str, dict[str, float]]) -> dict[str, Any]:
+    per_exp = {e: multitask_delta(tables[e], single) for e in exp_ids}
+    keys: list[str] = []
+    for e in exp_ids:
+        keys += [k for k in per_exp[e] if k not in keys and k != 'all']
+    keys.append('all')
+    used = {}
+    for task in keys[:-1]:
+        e = next(e for e in exp_ids if task in tables[e])
+        used[task] = task_delta(tables[e][task], single[task], task)[1]
+    all_tasks = [t for e in exp_ids for t in tables[e]]
+    return {
+        'per_exp': per_exp,
+        # Δ_t is linear in the metrics, so the mean of the per-run Δ_t equals Δ_t of the mean metrics.
+        'mean': {k: _stats({e: per_exp[e][k] for e in exp_ids if k in per_exp[e]}) for k in keys},
+        'metrics_used': used,
+        'tasks_without_reference': sorted({t for t in all_tasks if t not in single}, key=all_tasks.index),
+        'single_task': single,
+    }
+
+
+# ----------------------------------------------------------------------------------------- text output
+def _num(value: float | None, digits: int = 4, signed: bool = False) -> str:
+    if value is None:
+        return '-'
+    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+
+
+def _mean_pm(stats: Mapping[str, Any], digits: int = 4, signed: bool = False) -> str:
+    text = _num(stats['mean'], digits, signed)
+    return text if stats['std'] is None else f'{text} ± {_num(stats["std"], digits)}'
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ['  '.join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
+
+
+def _run_label(summary: Mapping[str, Any], e: int) -> str:
+    seed = summary['seeds'].get(e)
+    return f'exp{e}' + (f' (seed {seed})' if seed is not None else '')
+
+
+def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
+    """The summary of `summarize` as plain-text tables."""
+    exp_ids = summary['exp_ids']
+    runs = [_run_label(summary, e) for e in exp_ids]
+    out = [title] if title else []
+    out.append(f'{len(exp_ids)} run(s): ' + ', '.join(runs))
+    out.append(f'mean ± std: std = {summary["std"]}')
+
+    rows = [['task', 'metric', *runs, 'mean ± std']]
+    for task, table in summary['metrics'].items():
+        for metric, stats in table.items():
+            arrow = ' (lower better)' if stats['lower_is_better'] else ''
+            rows.append([task, metric + arrow, *(_num(stats['values'].get(e)) for e in exp_ids), _mean_pm(stats)])
+    score = summary['score']
+    rows.append(['score', 'validation score', *(_num(score['values'].get(e)) for e in exp_ids), _mean_pm(score)])
+    out += [''] + _table(rows)
+
+    if score['best_exp_id'] is not None:
+        best = score['best_exp_id']
+        groups: dict[str, list[str]] = {}
+        for e, source in score['source'].items():
+            groups.setdefault(source, []).append(f'exp{e}')
+        used = '; '.join(f'{", ".join(runs)}: {source}' for source, runs in groups.items()) \
+            if len(groups) > 1 else next(iter(groups))
+        out.append(f'best run by validation score: {_run_label(summary, best)}, score {score["values"][best]:.4f} '
+                   f'(score from: {used})')
+    else:
+        out.append('best run: unknown (no val_score in the JSON files and no reference metrics for this setup)')
+    if score['missing'] and score['best_exp_id'] is not None:
+        out.append('no validation score for: ' + ', '.join(f'exp{e}' for e in score['missing']))
+
+    if 'delta' in summary:
+        delta = summary['delta']
+        out += ['', 'Relative multi-task performance vs single-task (AutoMTL Δ_t in %, positive = better than '
+                    'single-task; Δ = mean over tasks)']
+        rows = [['task', 'metrics', *runs, 'mean ± std']]
+        for key, stats in delta['mean'].items():
+            label = 'Δ' if key == 'all' else key
+            used = 'all tasks' if key == 'all' else ', '.join(delta['metrics_used'][key])
+            rows.append([label, used, *(_num(delta['per_exp'][e].get(key), 2, True) for e in exp_ids),
+                         _mean_pm(stats, 2, True)])
+        out += _table(rows)
+        if delta['tasks_without_reference']:
+            out.append('no single-task reference (not in Δ): ' + ', '.join(delta['tasks_without_reference']))
+
+    if summary['policy']:
+        out += ['', 'Policies (X = execute the block, . = skip it)']
+        for e, policy in summary['policy'].items():
+            out.append(f'{_run_label(summary, e)}: executed {policy["executed_total"]}/{policy["blocks_total"]} '
+                       f'blocks over all tasks')
+            width = max(len(t) for t in policy['strings'])
+            for task, text in policy['strings'].items():
+                out.append(f'  {task.ljust(width)}: {text}  {policy["executed"][task]}/{policy["blocks"][task]}')
+    return '\n'.join(out)
+
+
+# ----------------------------------------------------------------------------------------- files
+def read_json(path: str, what: str = 'result file') -> Any:
+    """A JSON file, or a SummaryError naming the file when it is not valid JSON."""
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise SummaryError(f'{path}: malformed {what}, not valid JSON ({err})') from err
+    except UnicodeDecodeError as err:
+        raise SummaryError(f'{path}: malformed {what}, not UTF-8 text ({err})') from err
+
+
+def result_path(result_dir: str, exp_name: str, exp_id: int) -> str:
+    """Where test.py writes the metrics of `exp_id`."""
+    return os.path.join(result_dir, exp_name, f'test_metrics_exp{exp_id:03d}.json')
+
+
+def _test_command(config: str, exp_id: int | str) -> str:
+    return f'python test.py --config {config} --gpus -1 --exp_ids {exp_id}'
+
+
+def find_results(result_dir: str, exp_name: str, exp_ids: Sequence[int] | None, config: str) -> dict[int, str]:
+    """exp_id -> result file: the given exp_ids (all must exist) or every test_metrics_exp*.json there."""
+    directory = os.path.join(result_dir, exp_name)
+    if exp_ids:
+        paths = {e: result_path(result_dir, exp_name, e) for e in exp_ids}
+        missing = [e for e in paths if not os.path.isfile(paths[e])]
+        if missing:
+            lines = [f'missing test results for exp_ids {missing}; looked for:']
+            lines += [f'  {paths[e]}' for e in missing]
+            lines += ['test.py writes them:'] + [f'  {_test_command(config, e)}' for e in missing]
+            raise ResultsNotFoundError('\n'.join(lines))
+        return paths
+    found = {}
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            match = RESULT_PATTERN.fullmatch(name)
+            if match:
+                found.setdefault(int(match.group(1)), []).append(os.path.join(directory, name))
+    clashes = {e: p for e, p in found.items() if len(p) > 1}
+    if clashes:
+        raise SummaryError(f'several result files for the same exp_id: {clashes}')
+    if not found:
+        raise ResultsNotFoundError(
+            f'no test results found; looked for {os.path.join(directory, "test_metrics_exp*.json")} '
+            f'(result_dir = {result_dir}, exp_name = {exp_name})\n'
+            f'test.py writes them, one per exp_id E:\n  {_test_command(config, "E")}')
+    return {e: found[e][0] for e in sorted(found)}
+
+
+def _reference(opt: dict) -> dict | None:
+    """The score's reference metrics for this config, or None when there is no table for it."""
+    from utils.training import reference_for
+    try:
+        return reference_for(opt)
+    except ValueError:
+        return None
+
+
+def summarize_experiment(config: str, exp_ids: Sequence[int] | None = None,
+                         single_task: str | None = None) -> tuple[dict[str, Any], str]:
+    """Load the test results of one experiment (config as for test.py); returns (summary, title)."""
+    from utils.config import check_exp_ids, load_config
+    opt = load_config(config, 'test')
+    if exp_ids:
+        exp_ids = check_exp_ids(opt, list(exp_ids), config)
+    result_dir, exp_name = opt['paths']['result_dir'], opt['exp_name']
+    paths = find_results(result_dir, exp_name, exp_ids, config)
+    results = {e: read_json(path) for e, path in paths.items()}
+    single = None
+    if single_task is not None:
+        if not os.path.isfile(single_task):
+            raise FileNotFoundError(f'--single-task {single_task}: no such file (expected a JSON '
+                                    f'{{task: {{metric: value}}}} of the single-task results)')
+        single = read_json(single_task, 'single-task reference')
+        metric_tables(single, single_task)  # errors name the file
+    summary = summarize(results, single, seeds=list(opt['seed']), reference=_reference(opt),
+                        tasks=opt['tasks'], sources=paths)
+    summary['experiment'] = exp_name
+    summary['result_dir'] = os.path.join(result_dir, exp_name)
+    if single_task is not None:
+        summary['single_task_file'] = os.path.abspath(single_task)
+    return summary, f'Experiment {exp_name} ({os.path.join(result_dir, exp_name)})'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m utils.summary', description=__doc__.splitlines()[0])
+    parser.add_argument('--config', required=True, help='the test yaml of the experiment (as for test.py)')
+    parser.add_argument('--exp_ids', type=int, nargs='+', default=None,
+                        help='runs to summarise (default: every test_metrics_exp*.json of the experiment)')
+    parser.add_argument('--single-task', dest='single_task', default=None,
+                        help='JSON {task: {metric: value}} of single-task results, for AutoMTL\'s Δ_t')
+    parser.add_argument('--json', dest='json_out', default=None, help='also write the summary to this JSON file')
+    args = parser.parse_args(argv)
+    summary, title = summarize_experiment(args.config, args.exp_ids, args.single_task)
+    print(format_summary(summary, title))
+    if args.json_out:
+        from utils.checkpoint import atomic_write_json
+        atomic_write_json(args.json_out, summary)
+        print(f'wrote {args.json_out}')
+    return 0
+
+
+if __name__ == '__main__':
+    from utils.cli import run_main
+    run_main(main)
