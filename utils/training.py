@@ -121,7 +121,10 @@ def make_loader(opt: dict, dataset: Dataset, train: bool, dist: DistContext | No
     rank = dist.rank if dist is not None and dist.distributed else 0
     num_workers = int(opt['dataload'].get('num_workers', 2) or 0)
     base_seed = int(opt['seed'][0] if seed is None else seed)
+    # Persistent workers: the short train1/train2 loaders restart every few iterations, and
+    # re-forking workers each time would cost more than the batches themselves.
     common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(), worker_init_fn=seed_worker,
+                  persistent_workers=num_workers > 0,
                   generator=torch.Generator().manual_seed(base_seed), drop_last=True)
     if not train:
         return DataLoader(dataset, batch_size=global_batch, shuffle=False, **common)
