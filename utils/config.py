@@ -829,12 +829,36 @@ def schema_markdown() -> str:
     return '\n'.join(lines) + '\n'
 
 
+README_START = '<!-- config-reference:start -->'
+README_END = '<!-- config-reference:end -->'
+
+
+def readme_with_reference(text: str) -> str:
+    """README text with the block between the config-reference markers replaced by schema_markdown()."""
+    if README_START not in text or README_END not in text:
+        raise ValueError(f'README.md lacks the markers {README_START} / {README_END}')
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return f'{head}{README_START}\n{schema_markdown()}{README_END}{tail}'
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m utils.config', description=__doc__.splitlines()[0])
     parser.add_argument('config', nargs='?', help='a YAML file to validate; prints its options')
     parser.add_argument('--script', choices=SCRIPTS, default='train_policy', help='validate for this script')
     parser.add_argument('--markdown', action='store_true', help='print the configuration reference')
+    parser.add_argument('--update-readme', action='store_true',
+                        help='rewrite the configuration reference in README.md from the schema')
     args = parser.parse_args(argv)
+    if args.update_readme:
+        path = os.path.join(REPO_ROOT, 'README.md')
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+        new_text = readme_with_reference(text)
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(new_text)
+        print(f'updated the configuration reference in {path}')
+        return 0
     if args.markdown:
         sys.stdout.write(schema_markdown())
         return 0
