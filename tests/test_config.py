@@ -541,7 +541,7 @@ def test_defaults_are_filled(tmp_path, base):
         base.pop(key, None)
     for key in ('eval_h', 'eval_w', 'num_workers'):
         base['dataload'].pop(key)
-    for key in ('weight_iter_alternate', 'alpha_iter_alternate', 'policy_lr'):
+    for key in ('weight_iter_alternate', 'alpha_iter_alternate', 'policy_lr', 'retrain_total_iters'):
         base['train'].pop(key)
     opt = load_config(_write(tmp_path, base), 'train_policy')
     assert opt['head_channels'] == 1024 and opt['init_neg_logits'] is None

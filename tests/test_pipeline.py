@@ -18,7 +18,7 @@ def nyu_root(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_policy_learning_retraining_and_testing(tmp_path, nyu_root):
+def test_policy_learning_retraining_and_testing(tmp_path, nyu_root, capsys):
     config, opt = tiny_yaml(tmp_path, nyu_root)
     ckpt_dir = tmp_path / 'checkpoint_dir' / opt['exp_name']
 
@@ -51,6 +51,12 @@ def test_policy_learning_retraining_and_testing(tmp_path, nyu_root):
     assert set(result['depth']) == {'abs_err', 'rel_err', 'sigma_1.25', 'sigma_1.25^2', 'sigma_1.25^3'}
     assert result['policy']['task1_policy'] == policies[1][0].tolist()
     assert isinstance(result['val_score'], float)
+
+    assert load_script('test.py').main(['--config', config, '--gpus', '-1', '--exp_ids', '0']) == 0
+    from utils.summary import main as summary_main
+    assert summary_main(['--config', config, '--exp_ids', '0', '1']) in (0, None)
+    out = capsys.readouterr().out
+    assert 'mean' in out and 'best run by validation score' in out
 
 
 def _free_port():

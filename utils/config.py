@@ -318,6 +318,10 @@ SCHEMA: tuple[Key, ...] = (
         'default (NYU 640, CityScapes 512 or 256 with small_res, Taskonomy 256).', default=None),
     Key('dataload.num_workers', Integer(0), 'Extension: DataLoader worker processes (2 in the original).',
         default=2),
+    Key('dataload.pin_memory', Nullable(Boolean()), 'Extension: page-locked batches for asynchronous host-to-GPU '
+        'copies; null = pin whenever CUDA is available.', default=None),
+    Key('dataload.prefetch_factor', Nullable(Integer(1)), 'Extension: batches each worker prepares ahead; null = '
+        'the PyTorch default (2); ignored with num_workers 0.', default=None),
     # --- train (SPEC §1.4)
     Key('train.batch_size', Integer(1), 'Global batch of every train loader and of the validation loader used '
         'during training (test.py uses 1); split across DDP ranks.', required_by=needs(TRAIN_RETRAIN)),
@@ -380,6 +384,20 @@ SCHEMA: tuple[Key, ...] = (
         'latest_freq iterations; null = the original cadence (every validation).', default=None),
     Key('train.nonfinite', Choice(('stop', 'skip')), 'Extension: a non-finite loss or logit stops the run (the last '
         'good checkpoint is kept), or skips that batch.', default='stop'),
+    # --- speed (issue 7; every default keeps the original float32 numerics)
+    Key('speed.amp', Nullable(Choice(('bf16', 'fp16'))), 'Extension: mixed precision. Network forwards (training '
+        'and validation) run under torch.autocast in bfloat16 or float16; losses, metrics, the policy logits '
+        'and the optimiser state stay float32; fp16 adds a GradScaler (saved in the resume state). null = '
+        'float32 throughout (the original).', default=None),
+    Key('speed.channels_last', Boolean(), 'Extension: NHWC memory format for the weights and the input images '
+        '(faster convolutions with tensor cores); checkpoints keep the same keys and load either way.',
+        default=False),
+    Key('speed.cudnn_benchmark', Boolean(), 'Extension: cuDNN autotunes convolution algorithms '
+        '(cudnn.benchmark on, cudnn.deterministic off, set after seeding): faster on GPUs, but runs are no '
+        'longer bit-reproducible. No effect on CPU.', default=False),
+    Key('speed.compile', Boolean(), 'Extension: torch.compile the network for the training forwards (validation '
+        'runs eagerly; the first steps of each phase pay the compilation). Checkpoints keep the original key '
+        'names.', default=False),
     # --- test (SPEC §1.5)
     Key('test.which_iter', Nullable(Text()), 'Unused by the original and by this code.', default=None,
         unused=True),
@@ -747,6 +765,9 @@ def load_config(path: str, script: str) -> dict:
     """
     if script not in SCRIPTS:
         raise ValueError(f'unknown script {script!r}; expected one of {", ".join(SCRIPTS)}')
+    if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+        # Scripts run from another folder still find the shipped yamls/... paths.
+        path = os.path.join(REPO_ROOT, path)
     return _fill(validate(_read_yaml(path), script, path), path)
 
 

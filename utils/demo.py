@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -118,6 +119,12 @@ def _print_report(opt: dict, exp_ids: list[int], figures: list[str]) -> None:
         policy = C.load_policy(C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed))
         print(f'\nSampled architecture exp_id {exp_id} (seed {seed}):')
         print(C.format_policy_table(policy, opt['tasks']))
+    for path in sorted(glob.glob(os.path.join(opt['paths']['result_dir'], opt['exp_name'], 'test_metrics_exp*.json'))):
+        with open(path) as f:
+            result = json.load(f)
+        print(f'\nTest metrics {os.path.basename(path)} (validation score {result.get("val_score", float("nan")):.4f}):')
+        for task in opt['tasks']:
+            print(f'  {task:6s} ' + ', '.join(f'{k} {v:.4f}' for k, v in result[task].items()))
     print('\nFiles:')
     print(f'  checkpoints and policies  {ckpt_dir}')
     print(f'  logs, TensorBoard         {os.path.join(opt["paths"]["log_dir"], opt["exp_name"])}'
