@@ -62,12 +62,19 @@ def _check_gpu_ids(ids: Sequence[int]) -> None:
         raise DeviceError(f"--gpus: GPU id(s) {missing} do not exist; {_available_devices_text()}")
 
 
-def resolve_device(gpus: Sequence[int] | None) -> torch.device:
-    """The device of a single-process run: `cuda:<gpus[0]>`, or CPU for `[-1]` / no CUDA."""
+def _cpu_fallback(gpus: Sequence[int] | None) -> bool:
+    """True for `--gpus -1`, and (with a notice) when CUDA is not available."""
     if _wants_cpu(gpus):
-        return torch.device("cpu")
+        return True
     if not torch.cuda.is_available():
         print(CPU_NOTICE, flush=True)
+        return True
+    return False
+
+
+def resolve_device(gpus: Sequence[int] | None) -> torch.device:
+    """The device of a single-process run: `cuda:<gpus[0]>`, or CPU for `[-1]` / no CUDA."""
+    if _cpu_fallback(gpus):
         return torch.device("cpu")
     ids = list(gpus)
     _check_gpu_ids(ids)
@@ -85,10 +92,7 @@ def _launched_by_torchrun() -> bool:
 
 def _rank_device(gpus: Sequence[int] | None, local_rank: int, local_world_size: int) -> torch.device:
     """Device of this rank: `gpus[local_rank]`, or `cuda:<local_rank>` for the default `--gpus 0`."""
-    if _wants_cpu(gpus):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        print(CPU_NOTICE, flush=True)
+    if _cpu_fallback(gpus):
         return torch.device("cpu")
     ids = list(gpus)
     if len(ids) >= local_world_size:
