@@ -5,6 +5,8 @@ One env serves every phase (SPEC §3.6, §5, §6, §7):
   'weights' - Gumbel-Softmax gates per task, SGD on the weights (train1);
   'policy'  - Gumbel-Softmax gates, Adam on the logits, task losses + regularisers (train2);
   'retrain' - fixed 0/1 policies, Adam on the weights.
+The `speed:` options (utils/speed.py) act in `run_network` (autocast, memory format, compiled module)
+and in `optimize` (the fp16 GradScaler); with their defaults the float32 numerics are the original's.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from utils import checkpoint as ckpt
 from models import build_model
 from models import policy as P
 from utils.device import DistContext
+from utils.speed import SpeedOptions, apply_speed_options
 from utils.metrics import MetricProtocol, MultiTaskMetrics, seg_ignore_index
 
 PHASES = ('warmup', 'weights', 'policy', 'retrain')
@@ -60,6 +63,11 @@ class AdaShareEnv(BaseEnv):
                               skip_layer=opt.get('skip_layer', 0) or 0,
                               head_channels=opt.get('head_channels', 1024) or 1024)
         super().__init__(network, opt['paths']['checkpoint_dir'], opt['exp_name'], device, dist, is_train)
+        # Speed options (utils/speed.py): `train_network` is the network or its compiled wrapper (same
+        # parameters); checkpoints always use `self.network`. The scaler is a pass-through unless fp16.
+        self.speed = SpeedOptions.from_config(opt)
+        self.train_network = apply_speed_options(self.network, self.speed, device)
+        self.scaler = self.speed.grad_scaler(device)
         self.state = TrainState(temperature=float(train_opt.get('init_temp', 5.0)))
         self.decay_temp = float(train_opt.get('decay_temp', 0.965))
         self.seg_class_weights = seg_class_weights.to(device) if seg_class_weights is not None else None
@@ -182,6 +190,16 @@ class AdaShareEnv(BaseEnv):
         return [self._pad(pol.float(), None) for pol in self.fixed_policies]
 
     # ---------------------------------------------------------------- forward and losses
+    def run_network(self, img: torch.Tensor, gates: list[torch.Tensor] | None = None,
+                    skip_unselected: bool = False) -> list[torch.Tensor]:
+        """One network call with the speed options: compiled in training (validation's policy-dependent
+        paths would recompile per sampled policy), autocast, input memory format. Outputs are float32 so
+        that losses and metrics are computed as in the original (`.float()` is a no-op without amp)."""
+        network = self.train_network if self.network.training else self.network
+        with self.speed.autocast(self.device):
+            outputs = network(self.speed.format_input(img), gates, skip_unselected=skip_unselected)
+        return [out.float() for out in outputs]
+
     def forward(self, phase: str) -> list[torch.Tensor]:
         img = self.batch['img'].float()
         train_opt = self.opt.get('train', {}) or {}
@@ -189,19 +207,19 @@ class AdaShareEnv(BaseEnv):
         if phase == 'warmup' or (phase in ('weights', 'policy', 'eval_policy') and not use_policy) \
                 or phase == 'eval_shared':
             self.last_gates = None
-            return self.network(img)
+            return self.run_network(img)
         if phase in ('weights', 'policy'):
             self.last_gates = self.gumbel_gates(hard=bool(train_opt.get('hard_sampling', False)))
-            return self.network(img, self.last_gates)
+            return self.run_network(img, self.last_gates)
         # Evaluation with 0/1 gates runs only the selected blocks and shares common prefixes:
         # exact in eval mode (SPEC §0.5). In training it is the `true_skip` quirk (BN statistics).
         if phase == 'eval_policy':
             self.last_gates = self.sampled_gates(bool(train_opt.get('hard_sampling', False)))
-            return self.network(img, self.last_gates, skip_unselected=not self.network.training)
+            return self.run_network(img, self.last_gates, skip_unselected=not self.network.training)
         if phase in ('retrain', 'eval_fixed'):
             self.last_gates = self.fixed_gates()
             skip = bool(self.quirks.get('true_skip', False)) if phase == 'retrain' else not self.network.training
-            return self.network(img, self.last_gates, skip_unselected=skip)
+            return self.run_network(img, self.last_gates, skip_unselected=skip)
         raise ValueError(f"unknown phase '{phase}', expected one of {PHASES + ('eval_policy', 'eval_fixed', 'eval_shared')}")
 
     def task_losses(self, outputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -253,9 +271,12 @@ class AdaShareEnv(BaseEnv):
             optimizer, params = self.optimizers['weights'], self.network.network_parameters()
             scheduler = self.schedulers.get('weights')
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # With fp16 the scaler multiplies the loss, unscales the gradients in step() and skips steps with
+        # inf/NaN gradients; otherwise these are plain backward() and step().
+        self.scaler.scale(loss).backward()
         self.sync_gradients(params)
-        optimizer.step()
+        self.scaler.step(optimizer)
+        self.scaler.update()
         if scheduler is not None:
             scheduler.step()
         return report
@@ -321,7 +342,8 @@ class AdaShareEnv(BaseEnv):
     def save_resume(self, path: str, extra: dict) -> None:
         """The resume state: a checkpoint with the counters, schedulers and the caller's extras."""
         payload = {'state': asdict(self.state),
-                   'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()}}
+                   'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()},
+                   'scaler': self.scaler.state_dict()}  # {} unless speed.amp is fp16
         payload.update(extra)
         self.save_to(path, self.state.current_iter, self.state.temperature, extra=payload)
 
@@ -341,6 +363,8 @@ class AdaShareEnv(BaseEnv):
         for name, scheduler in self.schedulers.items():
             if name in payload.get('schedulers', {}):
                 scheduler.load_state_dict(payload['schedulers'][name])
+        if self.scaler.is_enabled() and payload.get('scaler'):
+            self.scaler.load_state_dict(payload['scaler'])
         return payload
 
     def apply_phase_freezing(self, fix_bn: bool) -> None:

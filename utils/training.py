@@ -119,13 +119,17 @@ def make_loader(opt: dict, dataset: Dataset, train: bool, dist: DistContext | No
     global_batch = batch_size if batch_size is not None else int(opt['train']['batch_size'])
     world = dist.world_size if dist is not None and dist.distributed else 1
     rank = dist.rank if dist is not None and dist.distributed else 0
-    num_workers = int(opt['dataload'].get('num_workers', 2) or 0)
+    dataload = opt['dataload']
+    num_workers = int(dataload.get('num_workers', 2) or 0)
     base_seed = int(opt['seed'][0] if seed is None else seed)
+    pin_memory = dataload.get('pin_memory')
     # Persistent workers: the short train1/train2 loaders restart every few iterations, and
     # re-forking workers each time would cost more than the batches themselves.
-    common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(), worker_init_fn=seed_worker,
-                  persistent_workers=num_workers > 0,
+    common = dict(num_workers=num_workers, worker_init_fn=seed_worker, persistent_workers=num_workers > 0,
+                  pin_memory=torch.cuda.is_available() if pin_memory is None else bool(pin_memory),
                   generator=torch.Generator().manual_seed(base_seed), drop_last=True)
+    if num_workers > 0 and dataload.get('prefetch_factor') is not None:
+        common['prefetch_factor'] = int(dataload['prefetch_factor'])  # DataLoader refuses it without workers
     if not train:
         return DataLoader(dataset, batch_size=global_batch, shuffle=False, **common)
     per_rank = split_batch_size(global_batch, world)
