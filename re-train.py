@@ -78,19 +78,16 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
         policies = obtain_policy(env, opt, seed, dist)
         if opt.get('retrain_from_pl'):
             env.load_label(policy_iter)
-            env.state.current_iter = 0
         else:
             env.network.load_state_dict(init_state)
             env.state.temperature = float(train_opt['init_temp'])
-            env.state.current_iter = 0
+        env.state.current_iter = 0
     if dist.distributed:
         barrier()
         torch.manual_seed(seed + dist.rank)
 
     trainset = T.build_split(opt, 'train')
-    env.seg_class_weights = getattr(trainset, 'class_weights', None)
-    if env.seg_class_weights is not None:
-        env.seg_class_weights = env.seg_class_weights.to(dist.device)
+    env.set_seg_class_weights(getattr(trainset, 'class_weights', None))
     train_iter = T.InfiniteLoader(T.make_loader(opt, trainset, True, dist, seed=seed))
     val_loader = T.make_loader(opt, T.build_split(opt, T.validation_split(opt)), False, dist)
 
@@ -99,16 +96,13 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
         print(f'exp_id {exp_id}, seed {seed}: retraining the policy\n' + C.format_policy_table(policies, env.tasks))
     env.define_optimizers(policy_learning=False)
     env.define_schedulers(policy_learning=False)
-    env.fix_alpha()
-    env.free_w(bool(opt.get('fix_BN', False)))
     resume_path = T.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')
     loaders = {'train': train_iter}
     if train_opt['auto_resume'] and not fresh and T.load_resume_state(env, resume_path, loaders):
-        env.fix_alpha()
-        env.free_w(bool(opt.get('fix_BN', False)))
         if dist.is_main:
             print(f'resuming the interrupted retraining from {resume_path} at iteration '
                   f'{env.state.current_iter} (use --fresh to start over)')
+    env.apply_phase_freezing(bool(opt.get('fix_BN', False)))  # logits frozen, weights trainable
 
     refer = T.reference_for(opt)
     total = int(train_opt.get('retrain_total_iters') or train_opt['total_iters'])
@@ -144,13 +138,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
                     state.best_value = value
                     best_metrics = metrics
                     env.save_label(best_label)
-        latest_freq = train_opt.get('latest_freq')
-        if latest_freq and it % int(latest_freq) == 0 and not saved_latest:
-            env.save_label(latest)
-            saved_latest = True
-        if saved_latest or it == total:
-            T.save_resume_state(env, resume_path, loaders)
-        T.maybe_inject_kill(it)
+        T.finish_iteration(env, latest, train_opt.get('latest_freq'), total, saved_latest, resume_path, loaders)
     bar.close()
     return best_metrics
 

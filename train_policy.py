@@ -42,9 +42,8 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
     logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
     logger.write_options(format_options(opt))
 
-    trainset = T.build_split(opt, 'train')
-    loaders = {name: T.make_loader(opt, T.build_split(opt, name), True, dist) if name != 'train'
-               else T.make_loader(opt, trainset, True, dist) for name in ('train', 'train1', 'train2')}
+    trainsets = {name: T.build_split(opt, name) for name in ('train', 'train1', 'train2')}
+    loaders = {name: T.make_loader(opt, dataset, True, dist) for name, dataset in trainsets.items()}
     val_loader = T.make_loader(opt, T.build_split(opt, T.validation_split(opt)), False, dist)
     train_opt = opt['train']
     if train_opt.get('weight_iter_alternate') is None:
@@ -57,7 +56,7 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
                         print_freq=int(train_opt['print_freq']), val_freq=int(train_opt['val_freq']))
 
     env = AdaShareEnv(opt, dist.device, dist, is_train=True,
-                      seg_class_weights=getattr(trainset, 'class_weights', None))
+                      seg_class_weights=getattr(trainsets['train'], 'class_weights', None))
     if dist.distributed:
         # Each rank draws its own Gumbel noise, as each DataParallel replica did (SPEC §10).
         torch.manual_seed(opt['seed'][0] + dist.rank)
@@ -65,20 +64,17 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
     fix_bn = bool(opt.get('fix_BN', False))
     resume_path = T.resume_state_path(opt)
     if train_opt['auto_resume'] and not fresh and T.load_resume_state(env, resume_path, iters):
-        env.apply_phase_freezing(fix_bn)
         if dist.is_main:
             print(f'resuming the interrupted run from {resume_path} at iteration {env.state.current_iter} '
                   f'(use --fresh to start over)')
-    else:
-        if train_opt.get('resume'):
-            # The original's resume: weights, iter and temp from `which_iter`; fresh logits and optimisers.
-            env.load_label(train_opt['which_iter'],
-                           hint='policy learning writes it: python train_policy.py --config <yaml>')
-            env.network.reset_logits()
-            env.define_optimizers(policy_learning=False)
-            env.define_schedulers(policy_learning=False)
-        env.fix_alpha()
-        env.free_w(fix_bn)
+    elif train_opt.get('resume'):
+        # The original's resume: weights, iter and temp from `which_iter`; fresh logits and optimisers.
+        env.load_label(train_opt['which_iter'],
+                       hint='policy learning writes it: python train_policy.py --config <yaml>')
+        env.network.reset_logits()
+        env.define_optimizers(policy_learning=False)
+        env.define_schedulers(policy_learning=False)
+    env.apply_phase_freezing(fix_bn)
 
     refer = T.reference_for(opt)
     best_after = T.best_threshold_blocks(opt) * int(opt['curriculum_speed']) * \
@@ -99,14 +95,8 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
         else:
             saved_latest = _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist,
                                                   refer, best_after, policy_on, fix_bn)
-        latest_freq = train_opt.get('latest_freq')
-        if latest_freq and it % int(latest_freq) == 0 and not saved_latest:
-            env.save_label('latest')
-            saved_latest = True
-        if saved_latest or it == loop.total_iters:
-            # At the end of the iteration, so the counters, best score and RNG are all current.
-            T.save_resume_state(env, resume_path, iters)
-        T.maybe_inject_kill(it)
+        T.finish_iteration(env, 'latest', train_opt.get('latest_freq'), loop.total_iters, saved_latest,
+                           resume_path, iters)
     bar.close()
     logger.close()
     return 0

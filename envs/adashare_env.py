@@ -22,7 +22,7 @@ from models import build_model
 from models import policy as P
 from utils.device import DistContext
 from utils.speed import SpeedOptions, apply_speed_options
-from utils.metrics import MetricProtocol, MultiTaskMetrics, seg_ignore_index
+from utils.metrics import MetricProtocol, MultiTaskMetrics
 
 PHASES = ('warmup', 'weights', 'policy', 'retrain')
 
@@ -70,12 +70,16 @@ class AdaShareEnv(BaseEnv):
         self.scaler = self.speed.grad_scaler(device)
         self.state = TrainState(temperature=float(train_opt.get('init_temp', 5.0)))
         self.decay_temp = float(train_opt.get('decay_temp', 0.965))
-        self.seg_class_weights = seg_class_weights.to(device) if seg_class_weights is not None else None
+        self.set_seg_class_weights(seg_class_weights)
         self.fixed_policies: list[torch.Tensor] | None = None
         self.last_gates: list[torch.Tensor] | None = None
         if is_train:
             self.define_optimizers(policy_learning=False)
             self.define_schedulers(policy_learning=False)
+
+    def set_seg_class_weights(self, weights: torch.Tensor | None) -> None:
+        """Class weights of the seg CE (Taskonomy's semseg_prior_factor), on the env's device."""
+        self.seg_class_weights = weights.to(self.device) if weights is not None else None
 
     # ---------------------------------------------------------------- properties
     @property
@@ -331,21 +335,21 @@ class AdaShareEnv(BaseEnv):
         return metrics.compute()
 
     # ---------------------------------------------------------------- checkpoints
+    def _training_payload(self, extra: dict | None) -> dict:
+        """Our keys beside the original ones: counters, schedulers, the fp16 scaler ({} otherwise)."""
+        payload = {'state': asdict(self.state),
+                   'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()},
+                   'scaler': self.scaler.state_dict()}
+        payload.update(extra or {})
+        return payload
+
     def save_label(self, label: str, extra: dict | None = None) -> str | None:
-        payload = {'state': asdict(self.state)}
-        if self.schedulers:
-            payload['schedulers'] = {k: s.state_dict() for k, s in self.schedulers.items()}
-        if extra:
-            payload.update(extra)
-        return self.save(label, self.state.current_iter, self.state.temperature, extra=payload)
+        return self.save(label, self.state.current_iter, self.state.temperature,
+                         extra=self._training_payload(extra))
 
     def save_resume(self, path: str, extra: dict) -> None:
         """The resume state: a checkpoint with the counters, schedulers and the caller's extras."""
-        payload = {'state': asdict(self.state),
-                   'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()},
-                   'scaler': self.scaler.state_dict()}  # {} unless speed.amp is fp16
-        payload.update(extra)
-        self.save_to(path, self.state.current_iter, self.state.temperature, extra=payload)
+        self.save_to(path, self.state.current_iter, self.state.temperature, extra=self._training_payload(extra))
 
     def load_resume(self, path: str) -> dict:
         """Restore weights, optimisers, schedulers and counters saved by save_resume()."""

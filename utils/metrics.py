@@ -108,6 +108,18 @@ def _as_nchw(gt: torch.Tensor, name: str) -> torch.Tensor:
     return gt
 
 
+def _single_channel_inputs(metric: str, gt_name: str, pred: torch.Tensor, gt: torch.Tensor, batch_size: int | None,
+                           protocol: MetricProtocol) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """First step of the depth and keypoint/edge metrics: gt as [B,1,H,W] on pred's device, pred checked
+    and upsampled to it, and the batch size (default: the batch's)."""
+    gt = _as_nchw(gt, gt_name)
+    if pred.dim() != 4 or pred.shape[0] != gt.shape[0]:
+        raise ValueError(f"{metric}: expected pred [{gt.shape[0]},1,h,w], got {tuple(pred.shape)}")
+    batch_size = gt.shape[0] if batch_size is None else int(batch_size)
+    pred = upsample(pred.float(), gt.shape[-2:], protocol)
+    return pred, gt.to(pred.device, non_blocking=True), batch_size
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator != 0 else float("nan")
 
@@ -340,12 +352,7 @@ class DepthMetric:
     def update(self, pred: torch.Tensor, gt: torch.Tensor, depth_mask: torch.Tensor | None = None,
                batch_size: int | None = None) -> None:
         """Add one batch: `pred` [B,1,h,w] (upsampled to gt), `gt` [B,1,H,W] (+ Taskonomy `depth_mask`)."""
-        gt = _as_nchw(gt, "depth")
-        if pred.dim() != 4 or pred.shape[0] != gt.shape[0]:
-            raise ValueError(f"DepthMetric: expected pred [{gt.shape[0]},1,h,w], got {tuple(pred.shape)}")
-        batch_size = gt.shape[0] if batch_size is None else int(batch_size)
-        pred = upsample(pred.float(), gt.shape[-2:], self.protocol)
-        gt = gt.to(pred.device, non_blocking=True)
+        pred, gt, batch_size = _single_channel_inputs("DepthMetric", "depth", pred, gt, batch_size, self.protocol)
         valid = self.valid_mask(gt, depth_mask)
         count = valid.sum()
         f64 = torch.float64
@@ -388,12 +395,8 @@ class L1Metric:
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, gt: torch.Tensor, batch_size: int | None = None) -> None:
-        gt = _as_nchw(gt, "keypoint/edge")
-        if pred.dim() != 4 or pred.shape[0] != gt.shape[0]:
-            raise ValueError(f"L1Metric: expected pred [{gt.shape[0]},1,h,w], got {tuple(pred.shape)}")
-        batch_size = gt.shape[0] if batch_size is None else int(batch_size)
-        pred = upsample(pred.float(), gt.shape[-2:], self.protocol)
-        gt = gt.to(pred.device, non_blocking=True)
+        pred, gt, batch_size = _single_channel_inputs("L1Metric", "keypoint/edge", pred, gt, batch_size,
+                                                      self.protocol)
         valid = gt != PAD_VALUE
         zero = torch.zeros((), dtype=torch.float64, device=pred.device)
         abs_diff = torch.where(valid, (pred - gt).abs(), zero)

@@ -252,6 +252,20 @@ def load_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> b
     return True
 
 
+def finish_iteration(env, latest_label: str, latest_freq: int | None, total_iters: int, saved_latest: bool,
+                     resume_path: str, loaders: dict[str, 'InfiniteLoader']) -> None:
+    """End of an iteration: `latest` every latest_freq iterations, then the resume state whenever
+    `latest` was written (and after the last iteration), so the counters, best score and RNG in
+    it are all current; then the testing kill hook."""
+    iteration = env.state.current_iter
+    if latest_freq and iteration % int(latest_freq) == 0 and not saved_latest:
+        env.save_label(latest_label)
+        saved_latest = True
+    if saved_latest or iteration == total_iters:
+        save_resume_state(env, resume_path, loaders)
+    maybe_inject_kill(iteration)
+
+
 def maybe_inject_kill(iteration: int) -> None:
     """Testing hook: ADASHARE_KILL_AT_ITER=N SIGKILLs this process at the end of iteration N."""
     target = os.environ.get('ADASHARE_KILL_AT_ITER')
