@@ -551,7 +551,7 @@ def test_defaults_are_filled(tmp_path, base):
     assert opt['train']['weight_iter_alternate'] is None and opt['train']['alpha_iter_alternate'] is None
     assert opt['train']['policy_lr'] is None and opt['test'] == {'which_iter': None}
     assert opt['quirks'] == {'decode_normals': False, 'eval_iter': 10, 'val_split': None, 'miou_all_classes': False,
-                             'pixel_pooled': False, 'bilinear_resize': False,
+                             'pixel_pooled': False, 'bilinear_resize': False, 'sigma_positive_only': False,
                              'weight_lr_schedule_after_warmup': False, 'true_block_count': False,
                              'true_skip': False, 'paper_sparsity': False, 'paper_sharing_weights': False}
     base['train']['retrain_total_iters'] = 50

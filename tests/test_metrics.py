@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from utils.metrics import (DepthMetric, L1Metric, MetricProtocol, MultiTaskMetrics, NormalMetric, SegMetric,
-                           reference_metrics, score, seg_ignore_index)
+                           lower_is_better, paper_metrics, reference_metrics, score, seg_ignore_index)
 
 ORIGINAL = MetricProtocol.original()
 STANDARD = MetricProtocol.standard()
@@ -28,8 +28,11 @@ def seg_gt(labels, dtype=torch.uint8):
 def test_protocol_constructors_and_config():
     assert MetricProtocol() == ORIGINAL
     assert not any([ORIGINAL.miou_all_classes, ORIGINAL.pixel_pooled, ORIGINAL.bilinear_resize,
-                    ORIGINAL.decode_normals])
-    assert all([STANDARD.miou_all_classes, STANDARD.pixel_pooled, STANDARD.bilinear_resize, STANDARD.decode_normals])
+                    ORIGINAL.decode_normals, ORIGINAL.sigma_positive_only])
+    assert all([STANDARD.miou_all_classes, STANDARD.pixel_pooled, STANDARD.bilinear_resize, STANDARD.decode_normals,
+                STANDARD.sigma_positive_only])
+    assert MetricProtocol.from_config({"quirks": {"sigma_positive_only": True}}) == MetricProtocol(
+        sigma_positive_only=True)
     assert MetricProtocol.from_config({}) == ORIGINAL
     assert MetricProtocol.from_config({"quirks": None}) == ORIGINAL
     proto = MetricProtocol.from_config({"quirks": {"pixel_pooled": True, "eval_iter": 5}})
@@ -242,6 +245,29 @@ def test_depth_errors_per_batch_vs_pooled_and_sigmas():
         assert r["rms"] == pytest.approx(math.sqrt(2 / 4))
 
 
+def test_negative_depth_prediction_and_the_delta_thresholds():
+    # The reproduction: pred -1 everywhere, gt 2. max(p/g, g/p) = max(-0.5, -2) = -0.5 <= every threshold.
+    pred, gt = torch.full((1, 1, 4, 4), -1.0), torch.full((1, 1, 4, 4), 2.0)
+    quirk = DepthMetric("NYU_v2", ORIGINAL)
+    quirk.update(pred, gt)
+    assert quirk.compute()["abs_err"] == pytest.approx(3.0)
+    assert [quirk.compute()[k] for k in ("sigma_1.25", "sigma_1.25^2", "sigma_1.25^3")] == [100.0, 100.0, 100.0]
+    for protocol in (MetricProtocol(sigma_positive_only=True), STANDARD):
+        fixed = DepthMetric("NYU_v2", protocol)
+        fixed.update(pred, gt)
+        assert [fixed.compute()[k] for k in ("sigma_1.25", "sigma_1.25^2", "sigma_1.25^3")] == [0.0, 0.0, 0.0]
+        assert fixed.compute()["abs_err"] == pytest.approx(3.0)
+    # Mixed: gt 1 everywhere; preds 1 (ratio 1), 1.5 (1.5), 0 (outside), -1 (outside when fixed).
+    pred = torch.tensor([1.0, 1.5, 0.0, -1.0]).reshape(1, 1, 1, 4)
+    gt = torch.ones(1, 1, 1, 4)
+    expected = {ORIGINAL: [50.0, 75.0, 75.0], MetricProtocol(sigma_positive_only=True): [25.0, 50.0, 50.0]}
+    for protocol, sigmas in expected.items():
+        metric = DepthMetric("NYU_v2", protocol)
+        metric.update(pred, gt)
+        result = metric.compute()
+        assert [result[k] for k in ("sigma_1.25", "sigma_1.25^2", "sigma_1.25^3")] == pytest.approx(sigmas)
+
+
 def test_depth_taskonomy_mask_and_padding():
     gt = torch.tensor([0.5, 255.0, 0.2, 0.4]).reshape(1, 1, 1, 4)
     mask = torch.tensor([1.0, 1.0, 0.0, 1.0]).reshape(1, 1, 1, 4)
@@ -343,11 +369,35 @@ def test_multitask_taskonomy_five_tasks():
     metrics.update([torch.randn(b, 17, 2, 2), torch.randn(b, 3, 2, 2)] + [torch.rand(b, 1, 2, 2)] * 3, batch)
     result = metrics.compute()
     assert set(result["keypoint"]) == {"err"} and set(result["edge"]) == {"err"}
-    # The retrain/test metrics lack cosine_similarity, so sn never enters the Taskonomy score.
+    # Without extras (test.py, re-train.py) Taskonomy's sn still reports the paper's Table 4 metric.
+    assert "cosine_similarity" in result["sn"] and "Angle RMSE" not in result["sn"]
     refer = reference_metrics("Taskonomy", tasks)
     terms = (refer["seg"]["err"] / result["seg"]["err"] + refer["depth"]["abs_err"] / result["depth"]["abs_err"]
-             + refer["keypoint"]["err"] / result["keypoint"]["err"] + refer["edge"]["err"] / result["edge"]["err"])
+             + refer["keypoint"]["err"] / result["keypoint"]["err"] + refer["edge"]["err"] / result["edge"]["err"]
+             + result["sn"]["cosine_similarity"] / refer["sn"]["cosine_similarity"])
     assert score(result, refer) == pytest.approx(terms)
+    # On NYU v2 it stays an extra.
+    nyu = MultiTaskMetrics(["sn"], [3], "NYU_v2")
+    nyu.update([torch.randn(b, 3, 2, 2)], {"img": batch["img"], "normal": batch["normal"]})
+    assert "cosine_similarity" not in nyu.compute()["sn"]
+
+
+def test_paper_metric_sets():
+    sn = [("Angle Mean", True), ("Angle Median", True), ("Angle 11.25", False), ("Angle 22.5", False),
+          ("Angle 30", False)]
+    depth = [("abs_err", True), ("rel_err", True), ("sigma_1.25", False), ("sigma_1.25^2", False),
+             ("sigma_1.25^3", False)]
+    for dataset in ("NYU_v2", "CityScapes"):
+        assert paper_metrics(dataset, "seg") == [("mIoU", False), ("Pixel Acc", False)]
+        assert paper_metrics(dataset, "depth") == depth
+    assert paper_metrics("NYU_v2", "sn") == sn
+    assert [paper_metrics("Taskonomy", t) for t in ("seg", "sn", "depth", "keypoint", "edge")] == [
+        [("err", True)], [("cosine_similarity", False)], [("abs_err", True)], [("err", True)], [("err", True)]]
+    with pytest.raises(ValueError, match="no task 'sn' on CityScapes"):
+        paper_metrics("CityScapes", "sn")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        paper_metrics("KITTI", "seg")
+    assert lower_is_better("sn", "Angle RMSE") and not lower_is_better("sn", "Angle 45")
 
 
 def test_reference_tables():

@@ -23,6 +23,9 @@ RUN1 = {'seg': {'mIoU': 0.20, 'Pixel Acc': 0.50, 'err': 2.5},
 SINGLE = {'seg': {'mIoU': 0.25, 'Pixel Acc': 0.50},
           'sn': {'Angle Mean': 20.0, 'Angle 11.25': 40.0},
           'depth': {'abs_err': 0.5, 'sigma_1.25': 50.0}}
+# The metric sets of the hand examples above (custom sets: the runs hold only some of the paper's metrics).
+CUSTOM = {'seg': [('mIoU', False), ('Pixel Acc', False)], 'sn': [('Angle Mean', True), ('Angle 11.25', False)],
+          'depth': [('abs_err', True), ('sigma_1.25', False)]}
 POLICY0 = {'task1_policy': [[1, 0], [0, 1], [1, 0], [1, 0]],
            'task2_policy': [[1, 0], [1, 0], [1, 0], [1, 0]],
            'task3_policy': [[0, 1], [0, 1], [1, 0], [0, 1]]}
@@ -114,7 +117,7 @@ def test_lower_is_better_directions():
 
 
 def test_delta_against_single_task_by_hand():
-    summary = summarize({0: _run(RUN0), 1: _run(RUN1)}, SINGLE, seeds=[48, 7])
+    summary = summarize({0: _run(RUN0), 1: _run(RUN1)}, SINGLE, seeds=[48, 7], metric_sets=CUSTOM)
     delta = summary['delta']
     # run 0: seg  ((0.30-0.25)/0.25 + (0.60-0.50)/0.50) / 2 * 100 = (20 + 20) / 2 = 20   (seg err not in SINGLE)
     #        sn   (-(18-20)/20 + (30-40)/40) / 2 * 100 = (10 - 25) / 2 = -7.5
@@ -135,6 +138,8 @@ def test_delta_against_single_task_by_hand():
 
     text = format_summary(summary)
     assert 'AutoMTL' in text
+    assert ('metrics in Δ_t (explicit metric_sets): seg: mIoU ↑, Pixel Acc ↑; sn: Angle Mean ↓, Angle 11.25 ↑; '
+            'depth: abs_err ↓, sigma_1.25 ↑') in text
     seg_row = next(line for line in text.splitlines() if line.startswith('seg ') and 'mIoU, Pixel Acc' in line)
     assert '+20.00' in seg_row and '-10.00' in seg_row and '+5.00 ± 21.21' in seg_row
 
@@ -142,24 +147,114 @@ def test_delta_against_single_task_by_hand():
 def test_delta_of_mean_metrics_equals_mean_of_deltas():
     """Δ_t is linear in the metrics, so reporting the mean of per-run Δ_t is Δ_t of the mean run."""
     mean_run = {t: {m: (RUN0[t][m] + RUN1[t][m]) / 2 for m in RUN0[t]} for t in RUN0}
-    summary = summarize({0: _run(RUN0), 1: _run(RUN1)}, SINGLE)
-    assert S.multitask_delta(mean_run, SINGLE)['all'] == pytest.approx(summary['delta']['mean']['all']['mean'])
+    summary = summarize({0: _run(RUN0), 1: _run(RUN1)}, SINGLE, metric_sets=CUSTOM)
+    assert S.multitask_delta(mean_run, SINGLE, metric_sets=CUSTOM)['all'] == pytest.approx(
+        summary['delta']['mean']['all']['mean'])
 
 
 def test_delta_skips_tasks_without_reference_and_rejects_bad_references():
     single = {'seg': SINGLE['seg']}
-    delta = summarize({0: _run(RUN0)}, single)['delta']
+    delta = summarize({0: _run(RUN0)}, single, metric_sets=CUSTOM)['delta']
     assert set(delta['per_exp'][0]) == {'seg', 'all'}
     assert delta['per_exp'][0]['all'] == pytest.approx(20.0)
     assert delta['tasks_without_reference'] == ['sn', 'depth']
-    assert 'no single-task reference (not in Δ): sn, depth' in format_summary(summarize({0: _run(RUN0)}, single))
+    assert 'no single-task reference (not in Δ): sn, depth' in format_summary(
+        summarize({0: _run(RUN0)}, single, metric_sets=CUSTOM))
 
     with pytest.raises(SummaryError, match='none of the tasks'):
-        summarize({0: _run(RUN0)}, {'keypoint': {'err': 0.2}})
-    with pytest.raises(SummaryError, match="'seg' shares no metric"):
-        summarize({0: _run(RUN0)}, {'seg': {'Angle Mean': 1.0}})
+        summarize({0: _run(RUN0)}, {'keypoint': {'err': 0.2}}, metric_sets=CUSTOM)
+    with pytest.raises(SummaryError, match=r"single-task reference: seg\.mIoU missing"):
+        summarize({0: _run(RUN0)}, {'seg': {'Angle Mean': 1.0}}, metric_sets=CUSTOM)
     with pytest.raises(SummaryError, match=r'seg\.mIoU = 0'):
-        summarize({0: _run(RUN0)}, {'seg': {'mIoU': 0.0}})
+        summarize({0: _run(RUN0)}, {'seg': {'mIoU': 0.0, 'Pixel Acc': 0.5}}, metric_sets=CUSTOM)
+    with pytest.raises(SummaryError, match='needs the dataset'):
+        summarize({0: _run(RUN0)}, SINGLE)
+    with pytest.raises(SummaryError, match=r"no metrics given for task\(s\) \['sn'\]"):
+        summarize({0: _run(RUN0)}, SINGLE, metric_sets={'seg': CUSTOM['seg'], 'depth': CUSTOM['depth']})
+
+
+# ------------------------------------------------------------------------------------------------- paper Δ_t
+# test.py-shaped results of NYU v2 3-task: the paper's metrics plus seg err, Angle 45, the extras, the policy,
+# the validation score and the architecture / model-size keys, none of which may enter Δ_t.
+SINGLE_JSON = {
+    'seg': {'mIoU': 0.25, 'Pixel Acc': 0.50, 'err': 1.0},
+    'sn': {'Angle Mean': 20.0, 'Angle Median': 16.0, 'Angle 11.25': 40.0, 'Angle 22.5': 50.0, 'Angle 30': 80.0,
+           'Angle 45': 90.0, 'Angle RMSE': 25.0},
+    'depth': {'abs_err': 0.5, 'rel_err': 0.2, 'sigma_1.25': 50.0, 'sigma_1.25^2': 80.0, 'sigma_1.25^3': 90.0,
+              'sq_rel_err': 1.0, 'rms': 2.0},
+    'policy': POLICY0, 'val_score': 3.0, 'architecture': 'single_task',
+    'model_size': {'params_ratio': 3.0, 'total_params': 63_000_000, 'flops_g': 55.6}, 'run_complete': True,
+}
+MULTI_JSON = {
+    'seg': {'mIoU': 0.30, 'Pixel Acc': 0.55, 'err': 2.0},
+    'sn': {'Angle Mean': 18.0, 'Angle Median': 20.0, 'Angle 11.25': 44.0, 'Angle 22.5': 45.0, 'Angle 30': 84.0,
+           'Angle 45': 45.0, 'Angle RMSE': 50.0},
+    'depth': {'abs_err': 0.4, 'rel_err': 0.25, 'sigma_1.25': 60.0, 'sigma_1.25^2': 88.0, 'sigma_1.25^3': 90.0,
+              'sq_rel_err': 3.0, 'rms': 1.0},
+    'policy': POLICY0, 'val_score': 3.2, 'architecture': 'adashare',
+    'model_size': {'params_ratio': 1.0, 'total_params': 21_000_000, 'flops_g': 50.1}, 'run_complete': True,
+}
+
+
+def test_paper_delta_on_test_py_shaped_results_by_hand():
+    # seg:   mIoU +20, Pixel Acc +10                                   -> (20 + 10) / 2            = 15
+    # sn:    Mean -(18-20)/20 = +10, Median -(20-16)/16 = -25, 11.25 +10, 22.5 -10, 30 +5
+    #                                                                  -> (10 - 25 + 10 - 10 + 5) / 5 = -2
+    # depth: abs -(0.4-0.5)/0.5 = +20, rel -(0.25-0.2)/0.2 = -25, δ1 +20, δ2 +10, δ3 0
+    #                                                                  -> (20 - 25 + 20 + 10 + 0) / 5 = 5
+    # Δ_T = (15 - 2 + 5) / 3 = 6. (err, Angle 45, Angle RMSE, sq_rel_err, rms would give seg -23.3, sn -26.4.)
+    delta = S.multitask_delta(MULTI_JSON, SINGLE_JSON, 'NYU_v2')
+    assert delta == {'seg': pytest.approx(15.0), 'sn': pytest.approx(-2.0), 'depth': pytest.approx(5.0),
+                     'all': pytest.approx(6.0)}
+    summary = summarize({0: MULTI_JSON}, SINGLE_JSON, dataset='NYU_v2')
+    assert summary['tasks'] == ['seg', 'sn', 'depth']  # architecture, model_size, run_complete are no tasks
+    assert summary['delta']['per_exp'][0] == delta
+    assert summary['delta']['metrics_used'] == {
+        'seg': ['mIoU', 'Pixel Acc'], 'sn': ['Angle Mean', 'Angle Median', 'Angle 11.25', 'Angle 22.5', 'Angle 30'],
+        'depth': ['abs_err', 'rel_err', 'sigma_1.25', 'sigma_1.25^2', 'sigma_1.25^3']}
+    text = format_summary(summary)
+    assert ("metrics in Δ_t (the paper's metrics of NYU_v2): seg: mIoU ↑, Pixel Acc ↑; sn: Angle Mean ↓, "
+            "Angle Median ↓, Angle 11.25 ↑, Angle 22.5 ↑, Angle 30 ↑; depth: abs_err ↓, rel_err ↓, sigma_1.25 ↑, "
+            "sigma_1.25^2 ↑, sigma_1.25^3 ↑") in text
+    assert S.DELTA_FORMULA in text
+
+
+def test_issue_reproduction_seg_err_is_not_in_delta():
+    delta = S.multitask_delta({'seg': {'mIoU': .30, 'Pixel Acc': .60, 'err': 2.0}},
+                              {'seg': {'mIoU': .25, 'Pixel Acc': .50, 'err': 1.0}}, 'NYU_v2')
+    assert delta['seg'] == pytest.approx(20.0)
+    assert delta['all'] == pytest.approx(20.0)
+
+
+def test_taskonomy_delta_uses_test_losses_and_cosine_similarity():
+    single = {'seg': {'err': 0.5}, 'sn': {'cosine_similarity': 0.8, 'Angle Mean': 20.0}, 'depth': {'abs_err': 0.02},
+              'keypoint': {'err': 0.2}, 'edge': {'err': 0.2}}
+    multi = {'seg': {'err': 0.4}, 'sn': {'cosine_similarity': 0.88, 'Angle Mean': 40.0}, 'depth': {'abs_err': 0.025},
+             'keypoint': {'err': 0.2}, 'edge': {'err': 0.19}}
+    delta = S.multitask_delta(multi, single, 'Taskonomy')
+    # seg -(0.4-0.5)/0.5 = +20; sn (0.88-0.8)/0.8 = +10 (higher is better); depth -25; keypoint 0; edge +5
+    assert delta == {'seg': pytest.approx(20.0), 'sn': pytest.approx(10.0), 'depth': pytest.approx(-25.0),
+                     'keypoint': pytest.approx(0.0), 'edge': pytest.approx(5.0), 'all': pytest.approx(2.0)}
+
+
+def test_missing_paper_metric_is_an_error_naming_it_and_the_side():
+    results = {**MULTI_JSON, 'sn': {k: v for k, v in MULTI_JSON['sn'].items() if k != 'Angle Median'}}
+    with pytest.raises(SummaryError, match=r'^run7\.json: sn\.Angle Median missing'):
+        summarize({7: results}, SINGLE_JSON, dataset='NYU_v2', sources={7: 'run7.json'})
+    single = {**SINGLE_JSON, 'depth': {k: v for k, v in SINGLE_JSON['depth'].items() if k != 'sigma_1.25^3'}}
+    with pytest.raises(SummaryError, match=r'^single\.json: depth\.sigma_1\.25\^3 missing'):
+        summarize({0: MULTI_JSON}, single, dataset='NYU_v2', single_source='single.json')
+    with pytest.raises(SummaryError, match=r'^reference: seg\.mIoU missing'):
+        S.multitask_delta({'seg': {'mIoU': 0.3, 'Pixel Acc': 0.5}}, {'seg': {'Pixel Acc': 0.5}}, 'CityScapes')
+    with pytest.raises(SummaryError, match="no task 'sn' on CityScapes"):
+        S.multitask_delta(MULTI_JSON, SINGLE_JSON, 'CityScapes')
+
+
+def test_custom_metric_set_through_the_explicit_argument():
+    delta = S.multitask_delta(MULTI_JSON, SINGLE_JSON, metric_sets={'seg': [('err', True)], 'sn': [('Angle 45', False)],
+                                                                    'depth': [('rms', True)]})
+    assert delta == {'seg': pytest.approx(-100.0), 'sn': pytest.approx(-50.0), 'depth': pytest.approx(50.0),
+                     'all': pytest.approx(-100.0 / 3)}
 
 
 def test_policy_strings_and_executed_blocks():
@@ -208,6 +303,11 @@ def experiment(tmp_path):
     return str(config), results
 
 
+def _complete(run: dict) -> dict:
+    """`run` with the paper's NYU metrics it lacks taken from SINGLE_JSON (their Δ terms are 0)."""
+    return {**run, **{t: {**SINGLE_JSON[t], **run[t]} for t in ('seg', 'sn', 'depth')}}
+
+
 def _write(results, exp_id: int, data) -> str:
     path = results / f'test_metrics_exp{exp_id:03d}.json'
     path.write_text(data if isinstance(data, str) else json.dumps(data))
@@ -216,12 +316,12 @@ def _write(results, exp_id: int, data) -> str:
 
 def test_cli_discovers_every_result_and_prints_the_table(experiment, capsys, tmp_path):
     config, results = experiment
-    _write(results, 0, _run(RUN0, val_score=3.1, policy=POLICY0))
-    _write(results, 1, _run(RUN1, val_score=2.9, policy=POLICY0))
+    _write(results, 0, _complete(_run(RUN0, val_score=3.1, policy=POLICY0)))
+    _write(results, 1, _complete(_run(RUN1, val_score=2.9, policy=POLICY0)))
     (results / 'test_metrics_exp002.json.tmp').write_text('{')  # not a result file: ignored
     (results / '.test_metrics_exp002.json.123.abcd.tmp').write_text('{')
     single = tmp_path / 'single.json'
-    single.write_text(json.dumps(SINGLE))
+    single.write_text(json.dumps(SINGLE_JSON))
     out_json = tmp_path / 'out' / 'summary.json'
 
     assert main(['--config', config, '--single-task', str(single), '--json', str(out_json)]) == 0

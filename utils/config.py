@@ -417,6 +417,9 @@ SCHEMA: tuple[Key, ...] = (
         'over pixels instead of averaged per batch.', default=False, modules=('utils/metrics',)),
     Key('quirks.bilinear_resize', Boolean(), 'Bilinear instead of nearest upsampling of predictions in '
         'evaluation.', default=False, modules=('utils/metrics',)),
+    Key('quirks.sigma_positive_only', Boolean(), 'A depth prediction <= 0 is outside every delta < 1.25^n '
+        'threshold (the original counts it as inside all three: max(p/g, g/p) is negative there).', default=False,
+        modules=('utils/metrics',)),
     Key('quirks.weight_lr_schedule_after_warmup', Boolean(), 'The decay_lr StepLR also drives the SGD weight '
         'optimiser of the alternation phase.', default=False, modules=('envs',)),
     Key('quirks.true_block_count', Boolean(), 'ResNet34 counts as 16 blocks (not 18) in the "best" threshold.',

@@ -1,4 +1,5 @@
-"""Evaluation metrics of AdaShare (SPEC §6, §8): streaming accumulators, reference tables, score.
+"""Evaluation metrics of AdaShare (SPEC §6, §8): streaming accumulators, reference tables, score, and the
+paper's metric set per dataset and task (`paper_metrics`: the metrics of Δ_t and the tables' columns).
 
 This is the only evaluation code of the project: validation in train_policy.py / re-train.py and
 test.py all go through `MultiTaskMetrics`. The default `MetricProtocol()` reproduces the original
@@ -49,6 +50,7 @@ class MetricProtocol:
     pixel_pooled: bool = False  # per-pixel pooling instead of batch-size-weighted per-batch means
     bilinear_resize: bool = False  # bilinear (align_corners=False) instead of nearest upsampling
     decode_normals: bool = False  # normals are unit vectors; a pixel is valid iff its norm > 0.5
+    sigma_positive_only: bool = False  # a depth prediction <= 0 is outside every delta threshold
 
     @classmethod
     def original(cls) -> "MetricProtocol":
@@ -56,7 +58,8 @@ class MetricProtocol:
 
     @classmethod
     def standard(cls) -> "MetricProtocol":
-        return cls(miou_all_classes=True, pixel_pooled=True, bilinear_resize=True, decode_normals=True)
+        return cls(miou_all_classes=True, pixel_pooled=True, bilinear_resize=True, decode_normals=True,
+                   sigma_positive_only=True)
 
     @classmethod
     def from_config(cls, opt: Mapping[str, Any]) -> "MetricProtocol":
@@ -261,9 +264,11 @@ class SegMetric:
 class NormalMetric:
     """Surface normals: angle statistics in degrees, pixel-pooled over everything evaluated."""
 
-    def __init__(self, protocol: MetricProtocol = MetricProtocol(), extras: bool = False):
+    def __init__(self, protocol: MetricProtocol = MetricProtocol(), extras: bool = False, cosine: bool = False):
         self.protocol = protocol
         self.extras = extras
+        # cosine_similarity is an extra, except where it is the paper's sn metric (Taskonomy, Table 4).
+        self.cosine = cosine or extras
         self.reset()
 
     def reset(self) -> None:
@@ -316,8 +321,9 @@ class NormalMetric:
         }
         for threshold, within in zip(ANGLE_THRESHOLDS, self.within):
             result[f"Angle {threshold:g}"] = 100.0 * _ratio(float(within), count)
-        if self.extras:
+        if self.cosine:
             result["cosine_similarity"] = _ratio(float(self.cos_sum), count)
+        if self.extras:
             result["Angle RMSE"] = math.sqrt(_ratio(float(self.angle_sq_sum), count))
         return result
 
@@ -362,8 +368,11 @@ class DepthMetric:
         self.abs_err.update(torch.where(valid, abs_diff, zero).sum(dtype=f64), count, batch_size)
         self.rel_err.update(torch.where(valid, abs_diff / gt, zero).sum(dtype=f64), count, batch_size)
         self.sq_rel_err.update(torch.where(valid, diff.square() / gt, zero).sum(dtype=f64), count, batch_size)
-        # max(p/g, g/p) exactly as the original (a negative prediction gives a negative ratio).
+        # max(p/g, g/p) exactly as the original: a negative prediction gives a negative ratio, which passes
+        # every threshold (quirk). sigma_positive_only puts a prediction <= 0 outside them (Eigen et al.).
         ratio = torch.maximum(pred / gt, gt / pred)
+        if self.protocol.sigma_positive_only:
+            ratio = torch.where(pred > 0, ratio, torch.full_like(ratio, math.inf))
         for k in range(3):
             self.within[k] = self.within[k] + ((ratio <= 1.25 ** (k + 1)) & valid).sum()
         self.sq_err_sum = self.sq_err_sum + torch.where(valid, diff.square(), zero).sum(dtype=f64)
@@ -432,7 +441,7 @@ class MultiTaskMetrics:
             if task == "seg":
                 self.metrics[task] = SegMetric(num_class, seg_ignore_index(dataset), seg_class_weights, protocol)
             elif task == "sn":
-                self.metrics[task] = NormalMetric(protocol, extras)
+                self.metrics[task] = NormalMetric(protocol, extras, cosine=dataset == "Taskonomy")
             elif task == "depth":
                 self.metrics[task] = DepthMetric(dataset, protocol, extras)
             else:
@@ -516,10 +525,34 @@ def reference_metrics(dataset: str, tasks: Sequence[str], num_seg_classes: int |
     return {task: dict(table[task]) for task in tasks if task in table}
 
 
-def _lower_is_better(task: str, metric: str) -> bool:
-    return ((task == "sn" and metric in ("Angle Mean", "Angle Median"))
+def lower_is_better(task: str, metric: str) -> bool:
+    """Direction of any metric key of a result: angle errors, non-sigma depth metrics and every `err`."""
+    return ((task == "sn" and metric in ("Angle Mean", "Angle Median", "Angle RMSE"))
             or (task == "depth" and not metric.startswith("sigma"))
             or metric == "err")
+
+
+# The metrics of the paper's tables (Tables 1-6, 8), per dataset and task, in the tables' column order.
+# They alone enter Δ_t, and they are the columns of the rendered tables.
+_SEG = ("mIoU", "Pixel Acc")
+_SN = ("Angle Mean", "Angle Median", "Angle 11.25", "Angle 22.5", "Angle 30")
+_DEPTH = ("abs_err", "rel_err", "sigma_1.25", "sigma_1.25^2", "sigma_1.25^3")
+PAPER_METRICS: dict[str, dict[str, tuple[str, ...]]] = {
+    "NYU_v2": {"seg": _SEG, "sn": _SN, "depth": _DEPTH},  # Tables 1, 3, 6, 8
+    "CityScapes": {"seg": _SEG, "depth": _DEPTH},  # Tables 2, 5
+    # Table 4: each task's test loss, except sn: cosine similarity (higher is better).
+    "Taskonomy": {"seg": ("err",), "sn": ("cosine_similarity",), "depth": ("abs_err",), "keypoint": ("err",),
+                  "edge": ("err",)},
+}
+
+
+def paper_metrics(dataset: str, task: str) -> list[tuple[str, bool]]:
+    """The paper's metrics of `task` on `dataset` as (result key, lower_is_better), in the table's order."""
+    table = PAPER_METRICS[check_dataset(dataset)]
+    if task not in table:
+        raise ValueError(f"paper metrics: the paper reports no task {task!r} on {dataset}; "
+                         f"expected one of {list(table)}")
+    return [(name, lower_is_better(task, name)) for name in table[task]]
 
 
 def score(val_metrics: Mapping[str, Mapping[str, float]], refer_metrics: Mapping[str, Mapping[str, float]]) -> float:
@@ -531,7 +564,7 @@ def score(val_metrics: Mapping[str, Mapping[str, float]], refer_metrics: Mapping
         common = [name for name in val_metrics[task] if name in reference]
         for name in common:
             value, ref = float(val_metrics[task][name]), float(reference[name])
-            if _lower_is_better(task, name):
+            if lower_is_better(task, name):
                 # numpy semantics of the original: x/0 -> inf (or nan for 0/0) instead of an exception.
                 ratio = ref / value if value != 0 else (math.copysign(math.inf, ref) if ref != 0 else math.nan)
             else:

@@ -6,7 +6,8 @@
 Reads the JSON files test.py writes (`<paths.result_dir>/<exp_name>/test_metrics_exp<E:03d>.json`; default:
 every such file of the experiment) and prints, per task and metric, every run's value, the mean ± sample
 standard deviation (ddof=1) over the runs, the best run by the validation score, optionally the relative
-multi-task performance against single-task results (AutoMTL's Δ_t), and each run's policy.
+multi-task performance against single-task results (AutoMTL's Δ_t over the paper's metrics of the dataset,
+utils.metrics.paper_metrics), and each run's policy.
 """
 from __future__ import annotations
 
@@ -18,11 +19,16 @@ import re
 from typing import Any, Mapping, Sequence
 
 RESULT_PATTERN = re.compile(r'test_metrics_exp(\d+)\.json')
-# Top-level keys of a test.py JSON that are not task metric tables.
-NON_METRIC_KEYS = ('policy', 'val_score')
+# Top-level keys of a test.py JSON that are not task metric tables (only task names hold metrics; these are
+# listed so that a reader knows what else a result file carries).
+NON_METRIC_KEYS = ('policy', 'val_score', 'architecture', 'model_size', 'run_complete')
 STD_KIND = 'sample standard deviation (ddof=1) over the runs; none for a single run'
 SCORE_FROM_JSON = 'val_score key of the test JSON'
 SCORE_COMPUTED = 'score(metrics, reference_metrics) computed from the config'
+DELTA_FORMULA = ('Δ_t = (1/|M_t|) Σ_j (−1)^{l_j} (M_j − M_ref,j) / M_ref,j × 100 % (l_j = 1 where lower is better); '
+                 'Δ_T = mean of Δ_t over the tasks')
+# A metric set for Δ_t: task -> [(result key, lower_is_better), ...].
+MetricSets = Mapping[str, Sequence[tuple[str, bool]]]
 
 
 class SummaryError(ValueError):
@@ -35,10 +41,9 @@ class ResultsNotFoundError(SummaryError, FileNotFoundError):
 
 # ----------------------------------------------------------------------------------------- metric helpers
 def lower_is_better(task: str, metric: str) -> bool:
-    """Direction of a metric for Δ_t (AutoMTL): angle errors, non-sigma depth metrics and any `err`."""
-    return ((task == 'sn' and metric in ('Angle Mean', 'Angle Median', 'Angle RMSE'))
-            or (task == 'depth' and not metric.startswith('sigma'))
-            or metric == 'err')
+    """Direction of a metric (one definition, in utils.metrics)."""
+    from utils.metrics import lower_is_better as direction
+    return direction(task, metric)
 
 
 def _is_number(value: Any) -> bool:
@@ -50,10 +55,11 @@ def metric_tables(result: Mapping[str, Any], where: str) -> dict[str, dict[str, 
     if not isinstance(result, Mapping):
         raise SummaryError(f'{where}: expected a JSON object {{task: {{metric: value}}, ...}}, '
                            f'got {type(result).__name__}')
+    from utils.metrics import TASKS
     tables: dict[str, dict[str, float]] = {}
     for task, table in result.items():
-        if task in NON_METRIC_KEYS or not isinstance(table, Mapping):
-            continue
+        if task not in TASKS or not isinstance(table, Mapping):
+            continue  # policy, val_score, architecture, model_size, run_complete, ...
         values = {}
         for metric, value in table.items():
             if not _is_number(value):
@@ -81,29 +87,63 @@ def _stats(values: Mapping[int, float]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- Δ_t (AutoMTL)
-def task_delta(metrics: Mapping[str, float], single: Mapping[str, float], task: str) -> tuple[float, list[str]]:
-    """Δ_t in %: mean over the shared metrics of (−1)^l · (M − M_single) / M_single · 100, and those metrics."""
-    common = [m for m in metrics if m in single]
-    if not common:
-        raise SummaryError(f'single-task reference for {task!r} shares no metric with the results '
-                           f'(results: {sorted(metrics)}, reference: {sorted(single)})')
+def delta_metric_sets(tasks: Sequence[str], dataset: str | None = None,
+                      metric_sets: MetricSets | None = None) -> dict[str, list[tuple[str, bool]]]:
+    """The metrics of each task that enter Δ_t: the paper's for `dataset`, or the explicit `metric_sets`."""
+    if metric_sets is not None:
+        missing = [t for t in tasks if t not in metric_sets]
+        if missing:
+            raise SummaryError(f'metric_sets: no metrics given for task(s) {missing}; '
+                               f'expected {{task: [(metric, lower_is_better), ...]}} for {list(tasks)}')
+        return {t: [(str(m), bool(lower)) for m, lower in metric_sets[t]] for t in tasks}
+    if dataset is None:
+        raise SummaryError('Δ_t needs the dataset (the paper\'s metrics of each task) or explicit metric_sets')
+    from utils.metrics import paper_metrics
+    try:
+        return {t: paper_metrics(dataset, t) for t in tasks}
+    except ValueError as err:
+        raise SummaryError(str(err)) from err
+
+
+def format_metric_sets(sets: Mapping[str, Sequence[tuple[str, bool]]]) -> str:
+    """`seg: mIoU ↑, Pixel Acc ↑; sn: ...` (↓ = lower is better)."""
+    return '; '.join(f'{task}: ' + ', '.join(f'{m} {"↓" if lower else "↑"}' for m, lower in metrics)
+                     for task, metrics in sets.items())
+
+
+def task_delta(metrics: Mapping[str, float], single: Mapping[str, float], task: str,
+               metric_set: Sequence[tuple[str, bool]], where: tuple[str, str] = ('results', 'reference')) -> float:
+    """Δ_t in %: mean over `metric_set` of (−1)^l · (M − M_ref) / M_ref · 100; a metric missing is an error."""
+    if not metric_set:
+        raise SummaryError(f'Δ_t of {task!r}: empty metric set')
     terms = []
-    for metric in common:
+    for metric, lower in metric_set:
+        for side, table in zip(where, (metrics, single)):
+            if metric not in table:
+                raise SummaryError(f'{side}: {task}.{metric} missing; Δ_t of {task!r} needs '
+                                   f'{[m for m, _ in metric_set]} (has {sorted(table)})')
         reference = single[metric]
         if reference == 0:
-            raise SummaryError(f'single-task reference {task}.{metric} = 0: Δ_t divides by it')
-        sign = -1.0 if lower_is_better(task, metric) else 1.0
+            raise SummaryError(f'{where[1]}: {task}.{metric} = 0: Δ_t divides by it')
+        sign = -1.0 if lower else 1.0
         terms.append(sign * (metrics[metric] - reference) / reference * 100.0)
-    return math.fsum(terms) / len(terms), common
+    return math.fsum(terms) / len(terms)
 
 
-def multitask_delta(metrics: Mapping[str, Mapping[str, float]],
-                    single: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """`{task: Δ_t}` for every task in both, plus `'all'`: Δ = mean over those tasks."""
-    deltas = {task: task_delta(metrics[task], single[task], task)[0] for task in metrics if task in single}
-    if not deltas:
-        raise SummaryError(f'the single-task reference has none of the tasks {sorted(metrics)} '
-                           f'(it has {sorted(single)})')
+def multitask_delta(metrics: Mapping[str, Mapping[str, float]], single: Mapping[str, Mapping[str, float]],
+                    dataset: str | None = None, *, metric_sets: MetricSets | None = None,
+                    where: tuple[str, str] = ('results', 'reference')) -> dict[str, float]:
+    """`{task: Δ_t}` for every task in both, plus `'all'` (Δ_T, the mean over those tasks).
+
+    The metrics are the paper's for `dataset` (utils.metrics.paper_metrics), or `metric_sets` when given.
+    Both sides may be whole test.py JSONs: only their task tables are read.
+    """
+    metrics, single = metric_tables(metrics, where[0]), metric_tables(single, where[1])
+    tasks = [task for task in metrics if task in single]
+    if not tasks:
+        raise SummaryError(f'{where[1]} has none of the tasks {sorted(metrics)} (it has {sorted(single)})')
+    sets = delta_metric_sets(tasks, dataset, metric_sets)
+    deltas = {task: task_delta(metrics[task], single[task], task, sets[task], where) for task in tasks}
     deltas['all'] = math.fsum(deltas.values()) / len(deltas)
     return deltas
 
@@ -136,13 +176,17 @@ def summarize(results: Mapping[int, Mapping[str, Any]], single_task: Mapping[str
               seeds: Mapping[int, int] | Sequence[int] | None = None,
               reference: Mapping[str, Mapping[str, float]] | None = None,
               tasks: Sequence[str] | None = None,
-              sources: Mapping[int, str] | None = None) -> dict[str, Any]:
+              sources: Mapping[int, str] | None = None,
+              dataset: str | None = None, metric_sets: MetricSets | None = None,
+              single_source: str = 'single-task reference') -> dict[str, Any]:
     """Per-metric values, mean ± sample std, best exp_id by validation score, Δ_t and policies of several runs.
 
     results: exp_id -> test.py JSON dict. single_task: the same nested metric format (or None).
     seeds: exp_id -> seed (a mapping, or the config's seed list indexed by exp_id). reference: the score's
     reference metrics, used for runs whose JSON has no `val_score`. tasks: task order (else first seen).
     sources: exp_id -> file name, only used in error messages and kept in the summary.
+    dataset / metric_sets: the metrics of Δ_t (the paper's for the dataset, or an explicit set); one is
+    needed with single_task. single_source: the reference's name in error messages.
     """
     if not results:
         raise SummaryError('no results to summarise')
@@ -174,7 +218,8 @@ def summarize(results: Mapping[int, Mapping[str, Any]], single_task: Mapping[str
     if sources:
         summary['files'] = {e: sources[e] for e in exp_ids if e in sources}
     if single_task is not None:
-        summary['delta'] = _deltas(tables, exp_ids, metric_tables(single_task, 'single-task reference'))
+        summary['delta'] = _deltas(tables, exp_ids, metric_tables(single_task, single_source), where,
+                                   single_source, dataset, metric_sets)
     return summary
 
 
@@ -221,23 +266,24 @@ def _policies(results: Mapping[int, Mapping[str, Any]], exp_ids: list[int], task
     return out
 
 
-def _deltas(tables: Mapping[int, dict], exp_ids: list[int],
-            single: dict[str, dict[str, float]]) -> dict[str, Any]:
-    per_exp = {e: multitask_delta(tables[e], single) for e in exp_ids}
+def _deltas(tables: Mapping[int, dict], exp_ids: list[int], single: dict[str, dict[str, float]],
+            where: Mapping[int, str], single_source: str, dataset: str | None,
+            metric_sets: MetricSets | None) -> dict[str, Any]:
+    per_exp = {e: multitask_delta(tables[e], single, dataset, metric_sets=metric_sets,
+                                  where=(where[e], single_source)) for e in exp_ids}
     keys: list[str] = []
     for e in exp_ids:
         keys += [k for k in per_exp[e] if k not in keys and k != 'all']
     keys.append('all')
-    used = {}
-    for task in keys[:-1]:
-        e = next(e for e in exp_ids if task in tables[e])
-        used[task] = task_delta(tables[e][task], single[task], task)[1]
+    sets = delta_metric_sets(keys[:-1], dataset, metric_sets)
     all_tasks = [t for e in exp_ids for t in tables[e]]
     return {
         'per_exp': per_exp,
         # Δ_t is linear in the metrics, so the mean of the per-run Δ_t equals Δ_t of the mean metrics.
         'mean': {k: _stats({e: per_exp[e][k] for e in exp_ids if k in per_exp[e]}) for k in keys},
-        'metrics_used': used,
+        'metrics_used': {task: [m for m, _ in metrics] for task, metrics in sets.items()},
+        'metric_set': {task: [[m, lower] for m, lower in metrics] for task, metrics in sets.items()},
+        'metric_set_source': 'explicit metric_sets' if metric_sets is not None else f'the paper\'s metrics of {dataset}',
         'tasks_without_reference': sorted({t for t in all_tasks if t not in single}, key=all_tasks.index),
         'single_task': single,
     }
@@ -300,7 +346,10 @@ def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
     if 'delta' in summary:
         delta = summary['delta']
         out += ['', 'Relative multi-task performance vs single-task (AutoMTL Δ_t in %, positive = better than '
-                    'single-task; Δ = mean over tasks)']
+                    'single-task; Δ = mean over tasks)',
+                f'{DELTA_FORMULA}',
+                f'metrics in Δ_t ({delta["metric_set_source"]}): '
+                + format_metric_sets(delta['metric_set'])]
         rows = [['task', 'metrics', *runs, 'mean ± std']]
         for key, stats in delta['mean'].items():
             label = 'Δ' if key == 'all' else key
@@ -399,7 +448,8 @@ def summarize_experiment(config: str, exp_ids: Sequence[int] | None = None,
         single = read_json(single_task, 'single-task reference')
         metric_tables(single, single_task)  # errors name the file
     summary = summarize(results, single, seeds=list(opt['seed']), reference=_reference(opt),
-                        tasks=opt['tasks'], sources=paths)
+                        tasks=opt['tasks'], sources=paths, dataset=opt['dataload']['dataset'],
+                        single_source=single_task or 'single-task reference')
     summary['experiment'] = exp_name
     summary['result_dir'] = os.path.join(result_dir, exp_name)
     if single_task is not None:
