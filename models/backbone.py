@@ -81,8 +81,34 @@ class DeeplabResNetBackbone(nn.Module):
         """(segment, block) of each flat block index t = 0..L-1 (segment-major)."""
         return list(self._positions)
 
+    @property
+    def block_channels(self) -> List[int]:
+        """Output channels of each block t = 0..L-1."""
+        return [self.blocks[s][b].expansion * SEGMENT_PLANES[s] for s, b in self._positions]
+
+    @property
+    def segment_channels(self) -> List[int]:
+        """Output channels of each of the four segments."""
+        return [planes * self.blocks[s][0].expansion for s, planes in enumerate(SEGMENT_PLANES)]
+
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def run_block(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Output of block t executed (residual add and ReLU included), as in the ungated forward."""
+        return self._executed(x, self._residual(x, t), t)
+
+    def run_block_with_first_conv(self, x: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(first, output) of block t: `first` = relu(bn1(conv1(x))), the block's first-conv
+        features (`planes` channels), and the block output of `run_block`, computed once."""
+        segment, b = self._positions[t]
+        block = self.blocks[segment][b]
+        first = block.relu(block.bn1(block.conv1(x)))
+        if isinstance(block, Bottleneck):
+            body = block.bn3(block.conv3(block.relu(block.bn2(block.conv2(first)))))
+        else:
+            body = block.bn2(block.conv2(first))
+        return first, F.relu(self._residual(x, t) + body)
 
     def _residual(self, x: torch.Tensor, t: int) -> torch.Tensor:
         segment, b = self._positions[t]

@@ -10,10 +10,8 @@ import torch
 from torch import nn
 
 from .backbone import Block, DeeplabResNetBackbone
-from .heads import ClassificationModule
+from .heads import ASPP_RATES, add_task_heads, sum_of_branches, task_head_branches  # noqa: F401 (ASPP_RATES re-exported)
 from .policy import init_logits
-
-ASPP_RATES = (6, 12, 18, 24)
 
 
 class MultiTaskNet(nn.Module):
@@ -33,10 +31,7 @@ class MultiTaskNet(nn.Module):
         if not isinstance(skip_layer, int) or not 0 <= skip_layer < num_blocks:
             raise ValueError(f"skip_layer must be an int in [0, {num_blocks - 1}] (the backbone has "
                              f"{num_blocks} blocks), got {skip_layer!r}")
-        for t, num_class in enumerate(tasks_num_class, start=1):
-            for c, rate in enumerate(ASPP_RATES):
-                setattr(self, f"task{t}_fc1_c{c}",
-                        ClassificationModule(self.backbone.out_channels, num_class, rate, head_channels))
+        add_task_heads(self, self.backbone.out_channels, tasks_num_class, head_channels)
         self.tasks_num_class = tasks_num_class
         self.init_method = init_method
         self.init_neg_logits = init_neg_logits
@@ -102,11 +97,7 @@ class MultiTaskNet(nn.Module):
 
     def task_output(self, task_index: int, feature: torch.Tensor) -> torch.Tensor:
         """Sum of the four ASPP branches of task `task_index` (0-based), in branch order."""
-        branches = [getattr(self, f"task{task_index + 1}_fc1_c{c}") for c in range(len(ASPP_RATES))]
-        out = branches[0](feature)
-        for branch in branches[1:]:
-            out = out + branch(feature)
-        return out
+        return sum_of_branches(task_head_branches(self, task_index), feature)
 
     # Parameter groups (name rules of the original).
     def policy_logits(self) -> List[nn.Parameter]:
@@ -126,3 +117,11 @@ class MultiTaskNet(nn.Module):
     def network_parameters(self) -> List[nn.Parameter]:
         """Everything but the policy logits."""
         return [p for name, p in self.named_parameters() if not ("task" in name and "logits" in name)]
+
+    def fusion_parameters(self) -> List[nn.Parameter]:
+        """No fusion modules: tasks share blocks through the policy (the baselines' interface)."""
+        return []
+
+    def params_ratio(self) -> float:
+        """The paper's "# Params": one backbone, whatever the policy, over one single-task backbone = 1."""
+        return 1.0

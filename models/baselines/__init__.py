@@ -1,0 +1,13 @@
+"""The paper's baseline architectures on Deeplab-ResNet, behind one base class and a registry."""
+from .base import ARCHITECTURES, MultiTaskBaseline, build_baseline, register
+from .cross_stitch import CrossStitchNet
+from .mtan import MTANNet
+from .multi_task import HardSharingNet
+from .nddr import NDDRNet
+from .single_task import SingleTaskNets
+from .sluice import SluiceNet
+
+__all__ = [
+    "ARCHITECTURES", "CrossStitchNet", "HardSharingNet", "MTANNet", "MultiTaskBaseline", "NDDRNet",
+    "SingleTaskNets", "SluiceNet", "build_baseline", "register",
+]
