@@ -69,11 +69,13 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     # The env (torch RNG only) is built right after seeding so that the numpy draws of the policy
     # sample are the original's (SPEC §4.5).
     env = AdaShareEnv(opt, dist.device, dist, is_train=True)
+    policies = None  # the paper baselines are fixed architectures, trained from scratch
     if train_opt.get('retrain_resume'):
         env.load_label(train_opt['which_iter'], hint='re-train.py writes retrain checkpoints')
-        path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
-        policies = C.load_policy(path, hint='run re-train.py without retrain_resume first')
-    else:
+        if env.has_policy:
+            path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
+            policies = C.load_policy(path, hint='run re-train.py without retrain_resume first')
+    elif env.has_policy:
         init_state = copy.deepcopy(env.network.state_dict())
         policies = obtain_policy(env, opt, seed, dist)
         if opt.get('retrain_from_pl'):
@@ -91,9 +93,13 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     train_iter = T.InfiniteLoader(T.make_loader(opt, trainset, True, dist, seed=seed))
     val_loader = T.make_loader(opt, T.build_split(opt, T.validation_split(opt)), False, dist)
 
-    env.set_fixed_policy(policies)
-    if dist.is_main:
-        print(f'exp_id {exp_id}, seed {seed}: retraining the policy\n' + C.format_policy_table(policies, env.tasks))
+    if policies is not None:
+        env.set_fixed_policy(policies)
+        if dist.is_main:
+            print(f'exp_id {exp_id}, seed {seed}: retraining the policy\n' + C.format_policy_table(policies, env.tasks))
+    elif dist.is_main:
+        print(f'exp_id {exp_id}, seed {seed}: training the {env.architecture} baseline from scratch '
+              f'(# Params {env.network.params_ratio():.2f} single-task backbones)')
     env.define_optimizers(policy_learning=False)
     env.define_schedulers(policy_learning=False)
     resume_path = T.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')

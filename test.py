@@ -1,10 +1,11 @@
-"""Phase 3 of AdaShare: evaluate a retrained checkpoint on the whole test split (or a samples folder).
+"""Phase 3 of AdaShare: evaluate retrained checkpoints on the whole test split (or a samples folder).
 
-    python test.py --config yamls/adashare/nyu_v2_3task_test.yml --gpus 0 --exp_ids 0
+    python test.py --config yamls/adashare/nyu_v2_3task_test.yml --gpus 0 --exp_ids 0 1 2
 
-Loads `retrain%03d_policyIter%s_best_model.pth.tar` (strictly) and `policyIter<it>_rs<seed>.pickle`,
-evaluates with batch size 1 (the original protocol), prints the metric dict and writes it as JSON to
-`<paths.result_dir>/<exp_name>/test_metrics_exp<E:03d>.json`.
+For each exp_id: loads `retrain%03d_policyIter%s_best_model.pth.tar` (strictly) and, for AdaShare,
+`policyIter<it>_rs<seed>.pickle`; evaluates with batch size 1 (the original protocol), prints the metrics
+and writes them as JSON to `<paths.result_dir>/<exp_name>/test_metrics_exp<E:03d>.json`, with the
+architecture, its size (# Params, parameters, GFLOPs at the evaluation size) and the validation score.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from utils import training as T  # noqa: E402
 from utils.cli import parse_args, run_main  # noqa: E402
 from utils.config import check_exp_ids, format_options, load_config  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
+from utils.export import eval_size  # noqa: E402
+from utils.flops import model_size  # noqa: E402
 from utils.logging import RunLogger  # noqa: E402
 from utils.metrics import score  # noqa: E402
 
@@ -26,8 +29,7 @@ from utils.metrics import score  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__.splitlines()[0], argv)
     opt = load_config(args.config, 'test')
-    check_exp_ids(opt, args.exp_ids, args.config)
-    exp_id = args.exp_ids[0]
+    exp_ids = check_exp_ids(opt, args.exp_ids, args.config)
     device = resolve_device(args.gpus)
     T.make_dirs(opt, None)
     RunLogger(opt['paths']['log_dir'], opt['exp_name']).write_options(format_options(opt))
@@ -36,21 +38,36 @@ def main(argv: list[str] | None = None) -> int:
     loader = T.make_loader(opt, testset, False, None, batch_size=1)
     env = AdaShareEnv(opt, device, None, is_train=False,
                       seg_class_weights=getattr(testset, 'class_weights', None))
+    for exp_id in exp_ids:
+        evaluate_one(opt, env, loader, exp_id)
+    return 0
+
+
+def evaluate_one(opt: dict, env: AdaShareEnv, loader, exp_id: int) -> str:
+    """Evaluate the best retrained checkpoint of `exp_id`; returns the path of its result JSON."""
     policy_iter = str(opt['train']['policy_iter'])
     seed = int(opt['seed'][exp_id])
     label = C.retrain_label(exp_id, policy_iter, 'best')
     env.load_label(label, strict=True,
                    hint=f're-train.py writes it: python re-train.py --config <yaml> --exp_ids {exp_id}')
-    policy_file = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
-    policies = C.load_policy(policy_file, hint=f're-train.py samples and saves it: '
-                                               f'python re-train.py --config <yaml> --exp_ids {exp_id}')
-    env.set_fixed_policy(policies)
-    print(f'policy (seed {seed}):\n' + C.format_policy_table(policies, env.tasks))
+    result: dict = {}
+    policies = None
+    if env.has_policy:
+        policy_file = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
+        policies = C.load_policy(policy_file, hint=f're-train.py samples and saves it: '
+                                                   f'python re-train.py --config <yaml> --exp_ids {exp_id}')
+        env.set_fixed_policy(policies)
+        print(f'exp_id {exp_id}, policy (seed {seed}):\n' + C.format_policy_table(policies, env.tasks))
+    else:
+        print(f'exp_id {exp_id} (seed {seed}): {env.architecture} baseline')
 
     metrics = env.validate(loader, 'eval_fixed', eval_iter=-1)
     print(metrics)
-    result = dict(metrics)
-    result['policy'] = {f'task{t + 1}_policy': pol.tolist() for t, pol in enumerate(policies)}
+    result.update(metrics)
+    if policies is not None:
+        result['policy'] = {f'task{t + 1}_policy': pol.tolist() for t, pol in enumerate(policies)}
+    result['architecture'] = env.architecture
+    result['model_size'] = model_size(env.network, eval_size(opt), policies)
     try:
         result['val_score'] = score(metrics, T.reference_for(opt))
     except ValueError:
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     out = os.path.join(opt['paths']['result_dir'], opt['exp_name'], f'test_metrics_exp{exp_id:03d}.json')
     C.atomic_write_json(out, result)
     print(f'wrote {out}')
-    return 0
+    return out
 
 
 if __name__ == '__main__':

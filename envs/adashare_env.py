@@ -18,7 +18,7 @@ import torch
 from envs import losses as L
 from envs.base_env import BaseEnv
 from utils import checkpoint as ckpt
-from models import build_model
+from models import build_network
 from models import policy as P
 from utils.device import DistContext
 from utils.speed import SpeedOptions, apply_speed_options
@@ -57,11 +57,12 @@ class AdaShareEnv(BaseEnv):
             if task in ('keypoint', 'edge') and self.dataset != 'Taskonomy':
                 raise ValueError(f"task '{task}' needs the Taskonomy dataset, not {self.dataset}")
         train_opt = opt.get('train', {}) or {}
-        network = build_model(opt['backbone'], list(opt['tasks_num_class']),
-                              init_method=train_opt.get('init_method', opt.get('init_method', 'equal')),
-                              init_neg_logits=opt.get('init_neg_logits'),
-                              skip_layer=opt.get('skip_layer', 0) or 0,
-                              head_channels=opt.get('head_channels', 1024) or 1024)
+        self.architecture: str = opt.get('architecture', 'adashare') or 'adashare'
+        network = build_network(self.architecture, opt['backbone'], list(opt['tasks_num_class']),
+                                init_method=train_opt.get('init_method', opt.get('init_method', 'equal')),
+                                init_neg_logits=opt.get('init_neg_logits'),
+                                skip_layer=opt.get('skip_layer', 0) or 0,
+                                head_channels=opt.get('head_channels', 1024) or 1024)
         super().__init__(network, opt['paths']['checkpoint_dir'], opt['exp_name'], device, dist, is_train)
         # Speed options (utils/speed.py): `train_network` is the network or its compiled wrapper (same
         # parameters); checkpoints always use `self.network`. The scaler is a pass-through unless fp16.
@@ -87,6 +88,11 @@ class AdaShareEnv(BaseEnv):
         return [float(x) for x in self.opt['lambdas']]
 
     @property
+    def has_policy(self) -> bool:
+        """True for AdaShare's gated network; the paper baselines have no policy (fixed architectures)."""
+        return bool(self.network.arch_parameters())
+
+    @property
     def temperature(self) -> float:
         return self.state.temperature
 
@@ -107,6 +113,11 @@ class AdaShareEnv(BaseEnv):
         train_opt = self.opt['train']
         groups = [{'params': self.network.task_specific_parameters(), 'lr': float(train_opt['lr'])},
                   {'params': self.network.backbone_parameters(), 'lr': float(train_opt['backbone_lr'])}]
+        fusion = self.network.fusion_parameters() if hasattr(self.network, 'fusion_parameters') else []
+        if fusion:
+            # A third group only where it exists, so AdaShare's optimiser state keeps the original's layout.
+            multiplier = float((self.opt.get('baseline') or {}).get('fusion_lr_mult', 1.0))
+            groups.append({'params': fusion, 'lr': float(train_opt['backbone_lr']) * multiplier})
         if policy_learning:
             self.optimizers['weights'] = torch.optim.SGD(groups, momentum=0.9, weight_decay=1e-4)
         else:
@@ -114,8 +125,9 @@ class AdaShareEnv(BaseEnv):
         # The original honours policy_lr only with all_chosen; 0.01 equals every shipped value.
         init_method = train_opt.get('init_method', 'equal')
         policy_lr = float(train_opt['policy_lr']) if init_method == 'all_chosen' else 0.01
-        self.optimizers['alphas'] = torch.optim.Adam(self.network.arch_parameters(), lr=policy_lr,
-                                                     weight_decay=5e-4)
+        if self.has_policy:
+            self.optimizers['alphas'] = torch.optim.Adam(self.network.arch_parameters(), lr=policy_lr,
+                                                         weight_decay=5e-4)
 
     def define_schedulers(self, policy_learning: bool) -> None:
         train_opt = self.opt['train']
@@ -144,11 +156,14 @@ class AdaShareEnv(BaseEnv):
             p.requires_grad_(False)
 
     def free_w(self, fix_bn: bool = False) -> None:
-        for p in self.network.task_specific_parameters():
+        for p in self.network.network_parameters():
             p.requires_grad_(True)
-        for name, p in self.network.backbone.named_parameters():
-            # Faithful: the downsample BNs (ds.<s>.1) do not contain 'bn' and stay trainable.
-            p.requires_grad_(not (fix_bn and 'bn' in name))
+        if fix_bn:
+            backbone = {id(p) for p in self.network.backbone_parameters()}
+            for name, p in self.network.named_parameters():
+                # Faithful: the downsample BNs (ds.<s>.1) do not contain 'bn' and stay trainable.
+                if id(p) in backbone and 'bn' in name:
+                    p.requires_grad_(False)
 
     def fix_alpha(self) -> None:
         for p in self.network.arch_parameters():
@@ -201,13 +216,21 @@ class AdaShareEnv(BaseEnv):
         that losses and metrics are computed as in the original (`.float()` is a no-op without amp)."""
         network = self.train_network if self.network.training else self.network
         with self.speed.autocast(self.device):
-            outputs = network(self.speed.format_input(img), gates, skip_unselected=skip_unselected)
+            if self.has_policy:
+                outputs = network(self.speed.format_input(img), gates, skip_unselected=skip_unselected)
+            else:  # a baseline: one fixed architecture, no gates
+                outputs = network(self.speed.format_input(img))
         return [out.float() for out in outputs]
 
     def forward(self, phase: str) -> list[torch.Tensor]:
         img = self.batch['img'].float()
         train_opt = self.opt.get('train', {}) or {}
         use_policy = bool(self.opt.get('policy', True))
+        if not self.has_policy:
+            if phase not in PHASES + ('eval_policy', 'eval_fixed', 'eval_shared'):
+                raise ValueError(f"unknown phase '{phase}'")
+            self.last_gates = None
+            return self.run_network(img)
         if phase == 'warmup' or (phase in ('weights', 'policy', 'eval_policy') and not use_policy) \
                 or phase == 'eval_shared':
             self.last_gates = None
@@ -267,6 +290,12 @@ class AdaShareEnv(BaseEnv):
                 loss = loss + float(train_opt['reg_w']) * regs['sparsity']['total']
             for key, group in regs.items():
                 report[key] = {k: v.detach() for k, v in group.items()}
+        auxiliary = self.network.auxiliary_loss() if hasattr(self.network, 'auxiliary_loss') else None
+        if auxiliary is not None:
+            # Sluice's orthogonality penalty, weighted by baseline.sluice_orthogonality.
+            weight = float((self.opt.get('baseline') or {}).get('sluice_orthogonality', 0.0))
+            loss = loss + weight * auxiliary
+            report['orthogonality'] = {'total': auxiliary.detach()}
         if not self._check_finite(loss, task_losses, phase):
             return report
         if phase == 'policy':
@@ -294,7 +323,8 @@ class AdaShareEnv(BaseEnv):
         """
         finite = torch.isfinite(loss.detach())
         logits = self.policy_logits()
-        finite = finite & torch.stack([torch.isfinite(lg.detach()).all() for lg in logits]).all()
+        if logits:
+            finite = finite & torch.stack([torch.isfinite(lg.detach()).all() for lg in logits]).all()
         if bool(finite):
             return True
         bad = [f'{task} loss = {float(value.detach())}' for task, value in task_losses.items()

@@ -28,6 +28,20 @@ def build_model(backbone: str, tasks_num_class: Sequence[int], init_method: str 
                         init_neg_logits=init_neg_logits, skip_layer=skip_layer, head_channels=head_channels)
 
 
+def build_network(architecture: str, backbone: str, tasks_num_class: Sequence[int], init_method: str = "equal",
+                  init_neg_logits: Optional[float] = None, skip_layer: int = 0,
+                  head_channels: int = 1024) -> nn.Module:
+    """The network of `architecture`: AdaShare's gated MultiTaskNet, or a paper baseline of the registry."""
+    if architecture == "adashare":
+        return build_model(backbone, tasks_num_class, init_method=init_method, init_neg_logits=init_neg_logits,
+                           skip_layer=skip_layer, head_channels=head_channels)
+    from .baselines import build_baseline  # baselines import this package's blocks
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid names: {sorted(BACKBONES)}")
+    block, layers = BACKBONES[backbone]
+    return build_baseline(architecture, block, layers, list(tasks_num_class), head_channels=head_channels)
+
+
 def count_parameters(module: nn.Module, include_buffers: bool = True) -> int:
     """Number of values: all state_dict entries (the original count_params, incl. BN buffers), or
     only the parameters with include_buffers=False."""
@@ -38,5 +52,5 @@ def count_parameters(module: nn.Module, include_buffers: bool = True) -> int:
 
 __all__: List[str] = [
     "BACKBONES", "BasicBlock", "Bottleneck", "ClassificationModule", "DeeplabResNetBackbone",
-    "MultiTaskNet", "build_model", "count_parameters",
+    "MultiTaskNet", "build_model", "build_network", "count_parameters",
 ]

@@ -40,6 +40,11 @@ BACKBONE_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 16, 'ResNet101': 33
 FIXED_TASK_CHANNELS = {'sn': 3, 'depth': 1, 'keypoint': 1, 'edge': 1}
 SPLITS = ('train', 'train1', 'train2', 'val', 'test', 'test_small')
 MAX_SEED = 2 ** 32 - 1  # numpy's seeding limit
+# `architecture:` values: AdaShare's gated network, then the paper's baselines (models/baselines registry;
+# tests/test_config.py checks the two lists agree).
+ARCHITECTURES = ('adashare', 'single_task', 'multi_task', 'cross_stitch', 'sluice', 'nddr', 'mtan')
+# Baselines that mix features between task columns need at least two tasks.
+MULTI_COLUMN = ('cross_stitch', 'sluice', 'nddr', 'mtan')
 
 
 class ConfigError(ValueError):
@@ -293,6 +298,17 @@ SCHEMA: tuple[Key, ...] = (
         'False: from the fresh seeded initialisation.', required_by=needs(RETRAIN)),
     Key('head_channels', Integer(1), 'Extension: width of the hidden convs of every ASPP head branch '
         '(1024 in the original).', default=1024),
+    Key('architecture', Choice(ARCHITECTURES), 'Extension: the network. adashare = the gated Deeplab-ResNet '
+        'with learned policies; the paper baselines (same backbone, heads, losses, lambdas, optimiser and '
+        'schedule, trained from scratch by re-train.py): single_task (one backbone per task), multi_task (one '
+        'shared backbone = the all-execute policy), cross_stitch, sluice, nddr, mtan (docs/baselines.md).',
+        default='adashare'),
+    Key('baseline.sluice_orthogonality', Number(ge=0), 'Extension: weight of the Sluice orthogonality penalty '
+        'between the two subspaces of every block output, added to the training loss (architecture sluice).',
+        default=0.01),
+    Key('baseline.fusion_lr_mult', Number(gt=0), 'Extension: learning rate of the fusion modules (cross-stitch '
+        'and Sluice units, NDDR layers, MTAN attention) = train.backbone_lr x this factor (NDDR-CNN used 100 '
+        'for its layers; 1 = the same parameter set as every other model).', default=1.0),
     # --- paths (SPEC §1.2)
     Key('paths.log_dir', Text('path'), '`<log_dir>/<exp_name>/`: opt.txt, loss.txt, tensorboard events.',
         required_by=needs(ALL), path=True),
@@ -683,8 +699,23 @@ def _rule_pairs(opt: Mapping[str, Any], script: str):
                                                 f'(both or neither)'
 
 
+def _rule_architecture(opt: Mapping[str, Any], script: str):
+    architecture = opt.get('architecture', 'adashare')
+    if architecture == 'adashare':
+        return
+    if script == 'train_policy':
+        yield 'architecture', architecture, ('expected adashare: baselines have no policy to learn; train them '
+                                             'from scratch with re-train.py, then evaluate with test.py')
+    if script == 're-train' and opt.get('retrain_from_pl'):
+        yield 'retrain_from_pl', True, (f'expected False with architecture {architecture}: baselines are trained '
+                                        f'from scratch (there is no policy-learning run to start from)')
+    if architecture in MULTI_COLUMN and len(opt['tasks']) < 2:
+        yield 'architecture', architecture, (f'needs at least 2 tasks (it mixes features between task '
+                                             f'columns), got tasks = {opt["tasks"]!r}')
+
+
 RULES = (_rule_lengths, _rule_tasks, _rule_channels, _rule_reference, _rule_skip_layer, _rule_warm_up,
-         _rule_pairs)
+         _rule_pairs, _rule_architecture)
 
 
 def _rule_errors(opt: Mapping[str, Any], script: str, source: str) -> list[str]:

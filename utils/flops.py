@@ -461,3 +461,23 @@ def format_policy_cost(cost: Mapping[str, Any]) -> str:
                  f"({100 * ratio['flops_saved']:.1f}% saved); tree / network params = "
                  f"{ratio['tree_params_over_network']:.4f}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- any architecture
+def model_size(model: nn.Module, input_hw: Sequence[int], policies: Optional[Sequence[PolicyLike]] = None
+               ) -> Dict[str, Any]:
+    """The paper's "# Params", total parameters and inference conv GFLOPs per image of any architecture.
+
+    params_ratio: backbone(s) + fusion/attention parameters over one single-task backbone, heads excluded
+    (the MTAN paper's way of counting; AdaShare's one gated backbone counts 1). total_params: every parameter
+    but the policy logits. flops_g: AdaShare with hard `policies` costs its execution tree (selected blocks,
+    shared prefixes once); a baseline (or AdaShare without policies: every block shared) costs one forward.
+    """
+    height, width = _check_input_hw(input_hw)
+    total = sum(p.numel() for name, p in model.named_parameters() if not name.endswith("_logits"))
+    if policies is not None and hasattr(model, "num_blocks") and hasattr(model, "policy_logits"):
+        flops = policy_cost(model, policies, (height, width), check=False)["tree"]["flops"]
+    else:
+        flops = count_conv_flops(model, torch.empty(1, 3, height, width, device="meta"))["flops"]
+    return {"params_ratio": float(model.params_ratio()), "total_params": int(total),
+            "flops_g": float(flops) / 1e9, "input_hw": [height, width]}
