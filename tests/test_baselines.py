@@ -1,6 +1,7 @@
 """Baseline architectures: shapes and gradients for several task counts, "# Params" against hand
 counts and the paper, initialisation, Sluice's orthogonality term, equality of 'multi_task' with
 MultiTaskNet, registry errors."""
+import copy
 import math
 
 import pytest
@@ -74,12 +75,21 @@ def test_parameter_groups(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_bottleneck_shapes(name):
-    # Meta tensors check the channel plumbing of the large Bottleneck layout without computing.
+@pytest.mark.parametrize("block,layers", [(BasicBlock, RESNET18), (BasicBlock, RESNET34), (Bottleneck, RESNET10)],
+                         ids=["ResNet18", "ResNet34", "Bottleneck"])
+def test_other_layouts_shapes(name, block, layers):
+    # Meta tensors check the channel and shape plumbing of the larger layouts without computing.
     with torch.device("meta"):
-        model = build_baseline(name, Bottleneck, RESNET10, [3, 2], HEAD)
+        model = build_baseline(name, block, layers, [3, 2], HEAD)
         outputs = model(torch.empty(2, 3, 32, 32))
     assert [tuple(o.shape) for o in outputs] == [(2, n, 5, 5) for n in (3, 2)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_task(name):
+    model = tiny(name, 1)
+    (output,) = model(torch.randn(1, 3, 32, 32))
+    assert output.shape == (1, 3, 5, 5)
 
 
 def test_block_helpers_match_the_backbone_forward():
@@ -254,6 +264,14 @@ def test_sluice_auxiliary_loss_sums_blocks_and_tasks():
                 s1, s2 = s1.permute(0, 2, 3, 1).reshape(n, half), s2.permute(0, 2, 3, 1).reshape(n, half)
                 expected += ((s1.t() @ s2) ** 2).sum().item() / (n * n * half * half)
     assert model.auxiliary_loss().item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_sluice_copies_after_a_training_forward():
+    model = tiny("sluice", 2)
+    model(torch.randn(2, 3, 32, 32))
+    assert model.auxiliary_loss().requires_grad
+    assert copy.deepcopy(model).auxiliary_loss() is None
+    assert model.auxiliary_loss() is not None
 
 
 # ---------------------------------------------------------------- multi_task == AdaShare all-execute

@@ -152,13 +152,10 @@ def build_baseline(name: str, block: Block, layers: Sequence[int], tasks_num_cla
 
 
 # ---------------------------------------------------------------------- shared helpers of the designs
-def check_fraction(option: str, value: object, low_exclusive: bool = True) -> float:
-    """`value` as a float in (0, 1] (or [0, 1]); a one-line ValueError naming `option` otherwise."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        (0 < value <= 1 if low_exclusive else 0 <= value <= 1)
-    if not ok:
-        interval = "(0, 1]" if low_exclusive else "[0, 1]"
-        raise ValueError(f"option {option} must be a number in {interval}, got {value!r}")
+def check_fraction(option: str, value: object) -> float:
+    """`value` as a float in (0, 1]; a one-line ValueError naming `option` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"option {option} must be a number in (0, 1], got {value!r}")
     return float(value)
 
 

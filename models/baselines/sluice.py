@@ -113,6 +113,12 @@ class SluiceNet(MultiTaskBaseline):
         self._penalty = penalty
         return [self.layer_stitch(t, outputs) for t, outputs in enumerate(last_outputs)]
 
+    def __getstate__(self) -> dict:
+        # The last penalty belongs to an autograd graph, which deepcopy and pickle cannot copy.
+        state = dict(super().__getstate__())
+        state["_penalty"] = None
+        return state
+
     def auxiliary_loss(self) -> Optional[torch.Tensor]:
         """The orthogonality penalty of the last forward, unweighted (None before any forward)."""
         return self._penalty
