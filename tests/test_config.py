@@ -47,8 +47,10 @@ def _error(tmp_path, cfg, script='train_policy') -> str:
 
 # ----------------------------------------------------------------------------------------- shipped yamls
 def test_every_shipped_yaml_is_covered():
+    # yamls/tables/ holds table specs of tools.tables, not configs.
     shipped = sorted(os.path.relpath(p, os.path.join(ROOT, 'yamls'))
-                     for p in glob.glob(os.path.join(ROOT, 'yamls', '*', '*.yml')))
+                     for p in glob.glob(os.path.join(ROOT, 'yamls', '*', '*.yml'))
+                     if not p.startswith(os.path.join(ROOT, 'yamls', 'tables', '')))
     expected = sorted([f'adashare/{n}.yml' for n in PAPER + PAPER_TEST] + [f'synthetic/{n}.yml' for n in PAPER])
     assert shipped == expected
 

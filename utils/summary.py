@@ -46,7 +46,7 @@ def lower_is_better(task: str, metric: str) -> bool:
     return direction(task, metric)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -62,7 +62,7 @@ def metric_tables(result: Mapping[str, Any], where: str) -> dict[str, dict[str, 
             continue  # policy, val_score, architecture, model_size, run_complete, ...
         values = {}
         for metric, value in table.items():
-            if not _is_number(value):
+            if not is_number(value):
                 raise SummaryError(f'{where}: {task}.{metric} = {value!r}: expected a number')
             values[str(metric)] = float(value)
         tables[str(task)] = values
@@ -71,7 +71,7 @@ def metric_tables(result: Mapping[str, Any], where: str) -> dict[str, dict[str, 
     return tables
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     """Mean and sample std (ddof=1; None for fewer than two values)."""
     if not values:
         return None, None
@@ -82,7 +82,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def _stats(values: Mapping[int, float]) -> dict[str, Any]:
-    mean, std = _mean_std(list(values.values()))
+    mean, std = mean_std(list(values.values()))
     return {'values': dict(values), 'n': len(values), 'mean': mean, 'std': std}
 
 
@@ -156,7 +156,7 @@ def _policy_strings(policy: Any, task_names: Sequence[str], where: str) -> dict[
                            f'got {type(policy).__name__}')
     strings = {}
     for index, (key, rows) in enumerate(sorted(policy.items(), key=lambda kv: _task_index(kv[0], where))):
-        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 2 and all(map(_is_number, r))
+        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 2 and all(map(is_number, r))
                                                  and sorted(float(x) for x in r) == [0.0, 1.0] for r in rows):
             raise SummaryError(f'{where}: policy.{key} must be a list of [1, 0] (execute) or [0, 1] (skip) rows')
         name = task_names[index] if len(task_names) == len(policy) else key.replace('_policy', '')
@@ -239,7 +239,7 @@ def _scores(results: Mapping[int, Mapping[str, Any]], tables: Mapping[int, dict]
     for e in exp_ids:
         value = results[e].get('val_score')
         if value is not None:
-            if not _is_number(value):
+            if not is_number(value):
                 raise SummaryError(f'{where[e]}: val_score = {value!r}: expected a number')
             values[e], source[e] = float(value), SCORE_FROM_JSON
         elif reference is not None:
@@ -283,7 +283,8 @@ def _deltas(tables: Mapping[int, dict], exp_ids: list[int], single: dict[str, di
         'mean': {k: _stats({e: per_exp[e][k] for e in exp_ids if k in per_exp[e]}) for k in keys},
         'metrics_used': {task: [m for m, _ in metrics] for task, metrics in sets.items()},
         'metric_set': {task: [[m, lower] for m, lower in metrics] for task, metrics in sets.items()},
-        'metric_set_source': 'explicit metric_sets' if metric_sets is not None else f'the paper\'s metrics of {dataset}',
+        'metric_set_source': ('explicit metric_sets' if metric_sets is not None
+                              else f'the paper\'s metrics of {dataset}'),
         'tasks_without_reference': sorted({t for t in all_tasks if t not in single}, key=all_tasks.index),
         'single_task': single,
     }
@@ -421,7 +422,7 @@ def find_results(result_dir: str, exp_name: str, exp_ids: Sequence[int] | None, 
     return {e: found[e][0] for e in sorted(found)}
 
 
-def _reference(opt: dict) -> dict | None:
+def score_reference(opt: dict) -> dict | None:
     """The score's reference metrics for this config, or None when there is no table for it."""
     from utils.training import reference_for
     try:
@@ -447,7 +448,7 @@ def summarize_experiment(config: str, exp_ids: Sequence[int] | None = None,
                                     f'{{task: {{metric: value}}}} of the single-task results)')
         single = read_json(single_task, 'single-task reference')
         metric_tables(single, single_task)  # errors name the file
-    summary = summarize(results, single, seeds=list(opt['seed']), reference=_reference(opt),
+    summary = summarize(results, single, seeds=list(opt['seed']), reference=score_reference(opt),
                         tasks=opt['tasks'], sources=paths, dataset=opt['dataload']['dataset'],
                         single_source=single_task or 'single-task reference')
     summary['experiment'] = exp_name
