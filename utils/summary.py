@@ -35,6 +35,10 @@ class SummaryError(ValueError):
     """Bad or inconsistent result files."""
 
 
+class ZeroReferenceError(SummaryError):
+    """A reference metric is 0, so Δ_t (relative to it) is undefined."""
+
+
 class ResultsNotFoundError(SummaryError, FileNotFoundError):
     """No test result where the config says test.py writes them."""
 
@@ -124,7 +128,7 @@ def task_delta(metrics: Mapping[str, float], single: Mapping[str, float], task: 
                                    f'{[m for m, _ in metric_set]} (has {sorted(table)})')
         reference = single[metric]
         if reference == 0:
-            raise SummaryError(f'{where[1]}: {task}.{metric} = 0: Δ_t divides by it')
+            raise ZeroReferenceError(f'{where[1]}: {task}.{metric} = 0: Δ_t divides by it')
         sign = -1.0 if lower else 1.0
         terms.append(sign * (metrics[metric] - reference) / reference * 100.0)
     return math.fsum(terms) / len(terms)

@@ -306,8 +306,18 @@ def _mean_tables(row: Row) -> dict[str, dict[str, float]]:
     return {t: {k: stats['mean'] for k, stats in metrics.items()} for t, metrics in row.summary['metrics'].items()}
 
 
+def _delta(tables: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]], dataset: str,
+           where: tuple[str, str], undefined: list[str]) -> dict[str, float] | None:
+    """Δ_t of one result, or None (the reason added to `undefined`) where a reference metric is 0."""
+    try:
+        return S.multitask_delta(tables, reference, dataset, where=where)
+    except S.ZeroReferenceError as err:
+        undefined.append(str(err))
+        return None
+
+
 def best_block(rows: Sequence[Row], columns: Sequence[Column], reference: Row | None, dataset: str,
-               tasks: Sequence[str]) -> list[Line]:
+               tasks: Sequence[str], undefined: list[str] | None = None) -> list[Line]:
     """The paper's protocol: each row's run with the best validation score."""
     lines = []
     ref_best = reference.best if reference is not None else None
@@ -319,9 +329,11 @@ def best_block(rows: Sequence[Row], columns: Sequence[Column], reference: Row | 
         tables = _tables(row, e)
         cells = [Cell(_params(row.results[e]), decimals=2)]
         cells += [Cell(tables[c.task][c.key] * c.scale, decimals=c.decimals) for c in columns]
+        delta = None
         if ref_best is not None:
-            delta = S.multitask_delta(tables, _tables(reference, ref_best), dataset,
-                                      where=(row.files[e], reference.files[ref_best]))
+            delta = _delta(tables, _tables(reference, ref_best), dataset, (row.files[e], reference.files[ref_best]),
+                           undefined if undefined is not None else [])
+        if delta is not None:
             cells += [Cell(delta[t], decimals=2) for t in [*tasks, 'all']]
         else:
             cells += [Cell(None) for _ in [*tasks, 'all']]
@@ -331,7 +343,7 @@ def best_block(rows: Sequence[Row], columns: Sequence[Column], reference: Row | 
 
 
 def mean_block(rows: Sequence[Row], columns: Sequence[Column], reference: Row | None, dataset: str,
-               tasks: Sequence[str]) -> list[Line]:
+               tasks: Sequence[str], undefined: list[str] | None = None) -> list[Line]:
     """Mean ± sample std over the seeds; Δ_t of each seed against the reference's mean, then mean ± std."""
     lines = []
     ref_mean = _mean_tables(reference) if reference is not None and reference.summary else None
@@ -345,9 +357,13 @@ def mean_block(rows: Sequence[Row], columns: Sequence[Column], reference: Row | 
         for c in columns:
             mean, std = metrics[c.task][c.key]['mean'], metrics[c.task][c.key]['std']
             cells.append(Cell(mean * c.scale, None if std is None else std * c.scale, c.decimals))
+        deltas = None
         if ref_mean is not None:
-            deltas = {e: S.multitask_delta(_tables(row, e), ref_mean, dataset,
-                                           where=(row.files[e], f'{reference.spec.method} mean')) for e in row.results}
+            problems = undefined if undefined is not None else []
+            deltas = {e: _delta(_tables(row, e), ref_mean, dataset, (row.files[e], f'{reference.spec.method} mean'),
+                                problems) for e in row.results}
+            deltas = None if any(d is None for d in deltas.values()) else deltas
+        if deltas is not None:
             for key in [*tasks, 'all']:
                 mean, std = S.mean_std([d[key] for d in deltas.values()])
                 cells.append(Cell(mean, std, 2))
@@ -448,8 +464,9 @@ def build_table(spec: TableSpec) -> Table:
     columns = table_columns(dataset, tasks)
     reference = next((r for r in rows if r.spec.method == spec.reference), None)
     usable_reference = reference if reference is not None and reference.summary else None
-    best = best_block(rows, columns, usable_reference, dataset, tasks)
-    mean = mean_block(rows, columns, usable_reference, dataset, tasks)
+    undefined: list[str] = []
+    best = best_block(rows, columns, usable_reference, dataset, tasks, undefined)
+    mean = mean_block(rows, columns, usable_reference, dataset, tasks, undefined)
     lower = _lower(columns, tasks)
     mark_ranks(best, lower)
     mark_ranks(mean, lower)
@@ -471,6 +488,9 @@ def build_table(spec: TableSpec) -> Table:
                      f'against the {ref["method"]} row of paper Table {ref["table"]}.')
     if spec.reference and usable_reference is None:
         notes.append(f'The reference row {spec.reference} has no result yet: Δ_t is shown as {DASH}.')
+    if undefined:
+        notes.append(f'Δ_t is shown as {DASH} where a reference metric is 0 (it divides by it): '
+                     + '; '.join(sorted(set(undefined))) + '.')
     if any(line.note for line in best + mean):
         notes.append('† a run whose result file says "run_complete": false.')
     return Table(spec, dataset, tasks, columns, best, mean, paper_lines, paper, notes, missing_runs(rows))

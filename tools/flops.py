@@ -1,0 +1,67 @@
+"""Size of a config's network: the paper's # Params, total parameters and inference GFLOPs per image.
+
+    python -m tools.flops --config yamls/baselines/nyu_v2_3task/mtan.yml [--config ...] [--input_hw H W]
+    python -m tools.flops --config yamls/adashare/nyu_v2_3task.yml --exp_ids 0 1   # with those seeds' policies
+
+Builds the network of the config's `architecture` (no weights needed; FLOPs are counted on shape-only
+tensors) at the config's evaluation size. For AdaShare with --exp_ids, the policy pickles of those seeds
+are costed (selected blocks only, prefixes shared by tasks once); without, every block runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from models import build_network  # noqa: E402
+from utils import checkpoint as C  # noqa: E402
+from utils.config import check_exp_ids, load_config  # noqa: E402
+from utils.export import eval_size  # noqa: E402
+from utils.flops import model_size  # noqa: E402
+
+
+def config_size(config: str, exp_id: int | None = None, input_hw: Sequence[int] | None = None) -> dict:
+    """model_size() of the network a config describes (with the policy of `exp_id` for AdaShare)."""
+    opt = load_config(config, 'test')
+    network = build_network(opt['architecture'], opt['backbone'], opt['tasks_num_class'],
+                            skip_layer=opt['skip_layer'], head_channels=opt['head_channels'])
+    policies = None
+    if exp_id is not None and opt['architecture'] == 'adashare':
+        seed = int(opt['seed'][exp_id])
+        path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], str(opt['train']['policy_iter']), seed)
+        policies = C.load_policy(path, hint=f'python re-train.py --config {config} --exp_ids {exp_id}')
+    size = model_size(network, tuple(input_hw) if input_hw else eval_size(opt), policies)
+    size.update(architecture=opt['architecture'], backbone=opt['backbone'], tasks=list(opt['tasks']))
+    return size
+
+
+def format_size(config: str, size: dict, exp_id: int | None) -> str:
+    height, width = size['input_hw']
+    which = f' exp {exp_id}' if exp_id is not None else ''
+    return (f"{size['architecture']:<13} {size['backbone']:<9} T={len(size['tasks'])}{which}: "
+            f"# Params {size['params_ratio']:.3f}, {size['total_params'] / 1e6:.2f} M parameters, "
+            f"{size['flops_g']:.2f} GFLOPs at {height}x{width}  ({config})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m tools.flops', description=__doc__.splitlines()[0])
+    parser.add_argument('--config', action='append', required=True, help='a yaml (repeat for several)')
+    parser.add_argument('--exp_ids', type=int, nargs='+', default=None,
+                        help='AdaShare: cost the policy pickles of these seeds')
+    parser.add_argument('--input_hw', type=int, nargs=2, default=None, help='default: the evaluation size')
+    args = parser.parse_args(argv)
+    if args.input_hw and min(args.input_hw) < 1:
+        parser.error(f'--input_hw must be two positive ints, got {args.input_hw}')
+    for config in args.config:
+        exp_ids = check_exp_ids(load_config(config, 'test'), args.exp_ids, config) if args.exp_ids else [None]
+        for exp_id in exp_ids:
+            print(format_size(config, config_size(config, exp_id, args.input_hw), exp_id))
+    return 0
+
+
+if __name__ == '__main__':
+    from utils.cli import run_main
+    run_main(main)
