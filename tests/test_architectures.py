@@ -110,28 +110,29 @@ def test_baseline_env_groups_fusion_parameters_with_their_learning_rate(tmp_path
     assert grouped == {id(p) for p in env.network.parameters()}
 
 
+def _sluice_env(tmp_path, weight, batch):
+    """A freshly seeded Sluice env in train mode with `batch` set (the same weights for the same seed)."""
+    torch.manual_seed(0)
+    opt = _opt(tmp_path, 'sluice', baseline={'sluice_orthogonality': weight, 'fusion_lr_mult': 1.0})
+    env = AdaShareEnv(opt, torch.device('cpu'))
+    env.train()
+    env.set_inputs(batch)
+    return env
+
+
 def test_sluice_loss_adds_the_weighted_orthogonality_penalty(tmp_path):
     batch = {'img': torch.randn(2, 3, 32, 32), 'seg': torch.randint(0, 40, (2, 1, 32, 32)),
              'normal': torch.rand(2, 3, 32, 32) * 255, 'depth': torch.rand(2, 1, 32, 32) + 0.5}
     totals = {}
     for weight in (0.0, 2.0):
-        torch.manual_seed(0)
-        env = AdaShareEnv(_opt(tmp_path, 'sluice', baseline={'sluice_orthogonality': weight,
-                                                             'fusion_lr_mult': 1.0}), torch.device('cpu'))
-        env.train()
-        env.set_inputs(batch)
+        env = _sluice_env(tmp_path, weight, batch)
         outputs = env.forward('retrain')
-        penalty = env.network.auxiliary_loss()
+        penalty = env.network.auxiliary_loss().detach()
         task = env.task_losses(outputs)
-        expected = sum(lam * task[t] for lam, t in zip(env.lambdas, env.tasks)) + weight * penalty
-        torch.manual_seed(0)
-        env = AdaShareEnv(_opt(tmp_path, 'sluice', baseline={'sluice_orthogonality': weight,
-                                                             'fusion_lr_mult': 1.0}), torch.device('cpu'))
-        env.train()
-        env.set_inputs(batch)
-        report = env.optimize('retrain')
-        assert float(report['orthogonality']['total']) == pytest.approx(float(penalty.detach()), rel=1e-5)
-        totals[weight] = (float(report['total']['total']), float(expected.detach()), float(penalty.detach()))
+        expected = sum(lam * task[t] for lam, t in zip(env.lambdas, env.tasks)).detach() + weight * penalty
+        report = _sluice_env(tmp_path, weight, batch).optimize('retrain')
+        assert float(report['orthogonality']['total']) == pytest.approx(float(penalty), rel=1e-5)
+        totals[weight] = (float(report['total']['total']), float(expected), float(penalty))
     assert totals[2.0][2] > 0
     # The logged total is the task-loss sum; the optimised loss adds weight x penalty.
     assert totals[0.0][1] == pytest.approx(totals[0.0][0], rel=1e-5)

@@ -11,8 +11,10 @@ the synthetic data if it is missing, then runs, in order, exactly the commands a
   2. `tools.random_policies` for Random #1 / Random #2, from the AdaShare row's `best` checkpoint;
   3. `re-train.py` and `test.py` for every row and seed (exp_ids 0 .. seeds-1);
   4. `tools.tables` on the spec, into --out.
-Each step runs in this process with its output in `<out>/logs/<step>.log`; a progress bar (or, without a
-terminal, one line per step) shows the steps done, the elapsed time and an ETA. Steps whose results exist
+Each step runs as its own process, --jobs of them side by side (2 by default: on this kind of small model
+two one-thread processes do twice the work of one two-thread process), with its output in
+`<out>/logs/<step>.log`; a progress bar (or, without a terminal, one line per step) shows the steps done,
+the elapsed time and an ETA. Steps whose results exist
 are skipped (finished policy learning or retraining, a test JSON newer than its checkpoint), so an
 interrupted table continues where it stopped; --force redoes everything. --quick copies every config into
 `<out>/configs/` with a few iterations per phase and paths under `<out>/experiments/`: the same pipeline
@@ -22,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
+import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -50,21 +51,12 @@ class StepFailed(ValueError):
 
 @dataclass
 class Step:
-    """One command of the table: a label, how to run it, and whether its result already exists."""
+    """One command of the table, the steps it waits for, and whether its result already exists."""
     label: str
-    argv: list[str]
-    run: Callable[[list[str]], int]
-    done: Callable[[], bool] = field(default=lambda: False)
+    command: list[str]  # arguments of `python`: a script or `-m module`, then its flags
     kind: str = ''  # steps of one kind take about as long: the ETA averages per kind
-
-
-def load_script(name: str):
-    """Import a top-level script (`re-train.py` has a dash) as a module, to call its main()."""
-    spec = importlib.util.spec_from_file_location(name.replace('-', '_').replace('.py', ''),
-                                                  os.path.join(REPO_ROOT, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    after: list[str] = field(default_factory=list)  # labels of the steps that must finish first
+    done: Callable[[], bool] = field(default=lambda: False)
 
 
 def read_spec(path: str) -> dict:
@@ -144,24 +136,25 @@ def _newer(path: str, than: str) -> bool:
 
 
 def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: bool) -> list[Step]:
-    """Every command of the table, in order."""
+    """Every command of the table, in order, with what each waits for."""
     from utils import checkpoint as C
     from utils import training as T
     from utils.config import load_config
     from utils.summary import result_path
-    scripts = {name: load_script(name).main for name in ('train_policy.py', 're-train.py', 'test.py')}
     exp_ids = [str(e) for e in range(seeds)]
     rows = [(row['method'], _resolve(row['config']), load_config(_resolve(row['config']), 'test'))
             for row in spec['rows']]
     learned = [r for r in rows if r[0] in LEARNED_ROWS]
     steps: list[Step] = []
+    prerequisite: dict[str, list[str]] = {}  # row -> the step its retraining waits for
     for method, config, opt in rows:
         if opt['architecture'] != 'adashare' or method in RANDOM_KINDS:
             continue
         total = int(load_config(config, 'train_policy')['train']['total_iters'])
-        steps.append(Step(f'{method}: policy learning', ['--config', config, '--gpus', gpus],
-                          scripts['train_policy.py'], lambda o=opt, t=total: _finished(T.resume_state_path(o), t),
-                          'policy'))
+        label = f'{method}: policy learning'
+        steps.append(Step(label, ['train_policy.py', '--config', config, '--gpus', gpus], 'policy',
+                          done=lambda o=opt, t=total: _finished(T.resume_state_path(o), t)))
+        prerequisite[method] = [label]
     for method, config, opt in rows:
         if method not in RANDOM_KINDS:
             continue
@@ -169,13 +162,15 @@ def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: boo
             raise ValueError(f'{spec_path}: {method} needs a learned policy, but no row is labelled '
                              f'{" or ".join(LEARNED_ROWS)}')
         source = _checkpoint(learned[0][2], 'best')
-        from tools.random_policies import main as random_main
         policy_iter = str(opt['train']['policy_iter'])
         pickles = [C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, opt['seed'][int(e)])
                    for e in exp_ids]
-        steps.append(Step(f'{method}: random policies', ['--config', config, '--kind', RANDOM_KINDS[method],
-                                                         '--source', source, '--exp_ids', *exp_ids], random_main,
-                          lambda p=pickles, s=source: all(_newer(x, s) for x in p), 'random'))
+        label = f'{method}: random policies'
+        steps.append(Step(label, ['-m', 'tools.random_policies', '--config', config, '--kind', RANDOM_KINDS[method],
+                                  '--source', source, '--exp_ids', *exp_ids], 'random',
+                          prerequisite.get(learned[0][0], []),
+                          lambda p=pickles, s=source: all(_newer(x, s) for x in p)))
+        prerequisite[method] = [label]
     for method, config, opt in rows:
         retrain_total = int(opt['train'].get('retrain_total_iters') or opt['train']['total_iters'])
         policy_iter = str(opt['train']['policy_iter'])
@@ -183,16 +178,17 @@ def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: boo
             resume = T.resume_state_path(opt, prefix=f'retrain{int(e):03d}_policyIter{policy_iter}_')
             best = _checkpoint(opt, C.retrain_label(int(e), policy_iter, 'best'))
             result = result_path(opt['paths']['result_dir'], opt['exp_name'], int(e))
-            steps.append(Step(f'{method}: retrain exp {e}', ['--config', config, '--gpus', gpus, '--exp_ids', e],
-                              scripts['re-train.py'], lambda r=resume, t=retrain_total: _finished(r, t),
-                              f'retrain {opt["architecture"]}'))
-            steps.append(Step(f'{method}: test exp {e}', ['--config', config, '--gpus', gpus, '--exp_ids', e],
-                              scripts['test.py'], lambda r=result, b=best: _newer(r, b), 'test'))
+            flags = ['--config', config, '--gpus', gpus, '--exp_ids', e]
+            retrain = f'{method}: retrain exp {e}'
+            steps.append(Step(retrain, ['re-train.py', *flags], f'retrain {opt["architecture"]}',
+                              prerequisite.get(method, []), lambda r=resume, t=retrain_total: _finished(r, t)))
+            steps.append(Step(f'{method}: test exp {e}', ['test.py', *flags], 'test', [retrain],
+                              lambda r=result, b=best: _newer(r, b)))
     if force:
         for step in steps:
             step.done = lambda: False
-    from tools.tables import main as tables_main
-    steps.append(Step('tables', ['--spec', spec_path, '--out', out], tables_main))
+    steps.append(Step('tables', ['-m', 'tools.tables', '--spec', spec_path, '--out', out], 'tables',
+                      [step.label for step in steps]))
     return steps
 
 
@@ -200,47 +196,73 @@ def _slug(label: str) -> str:
     return ''.join(c if c.isalnum() else '_' for c in label).strip('_').lower()
 
 
-def run_steps(steps: Sequence[Step], log_dir: str) -> float:
-    """Run every step not yet done, each with its output in a log file; returns the seconds spent."""
+def run_steps(steps: Sequence[Step], log_dir: str, jobs: int) -> float:
+    """Run every step not yet done as its own process, `jobs` at a time once their prerequisites are
+    done, each with its output in a log file; returns the seconds spent. A failure stops the table."""
     from tqdm import tqdm
     os.makedirs(log_dir, exist_ok=True)
     tty = sys.stderr.isatty()
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
     start = time.time()
     bar = tqdm(total=len(steps), disable=not tty, dynamic_ncols=True, unit='step')
     timed: dict[str, list[float]] = {}  # seconds of the steps actually run, per kind, for the ETA
-    for index, step in enumerate(steps, start=1):
-        bar.set_description(step.label)
-        if step.done():
-            message = f'[{index}/{len(steps)}] {step.label}: already done, skipped'
-        else:
-            log_path = os.path.join(log_dir, f'{index:03d}_{_slug(step.label)}.log')
-            began = time.time()
-            with open(log_path, 'w') as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                try:
-                    code = step.run(step.argv)
-                except SystemExit as exit_:  # argparse and run_main exit this way
-                    code = exit_.code if isinstance(exit_.code, int) else 1
-                except Exception:  # noqa: BLE001 - reported below with the log
-                    traceback.print_exc()
-                    code = 1
-            if code:
-                bar.close()
-                with open(log_path) as log:
-                    tail = ''.join(log.readlines()[-15:])
-                raise StepFailed(f'step {index}/{len(steps)} "{step.label}" failed (exit {code}); its log '
-                                   f'{log_path} ends with:\n{tail}\nfix it and rerun the same command: finished '
-                                   f'steps are skipped')
-            seconds = time.time() - began
-            timed.setdefault(step.kind, []).append(seconds)
-            message = (f'[{index}/{len(steps)}] {step.label}: {seconds:.0f} s; elapsed {_clock(time.time() - start)}, '
-                       f'ETA {_clock(_eta(steps[index:], timed))}')
+    finished: set[str] = set()
+    pending = list(enumerate(steps, start=1))
+    running: dict[str, tuple[int, Step, subprocess.Popen, float, str]] = {}
+
+    def report(index: int, step: Step, message: str) -> None:
         bar.update(1)
         bar.set_postfix_str(f'elapsed {_clock(time.time() - start)}')
+        line = f'[{index}/{len(steps)}] {step.label}: {message}'
         if tty:
-            bar.write(message)
+            bar.write(line)
         else:
-            print(message, flush=True)
-    bar.close()
+            print(line, flush=True)
+
+    try:
+        while pending or running:
+            for index, step in list(pending):
+                if len(running) >= jobs:
+                    break
+                if not all(label in finished for label in step.after):
+                    continue
+                pending.remove((index, step))
+                if step.done():
+                    finished.add(step.label)
+                    report(index, step, 'already done, skipped')
+                    continue
+                log_path = os.path.join(log_dir, f'{index:03d}_{_slug(step.label)}.log')
+                with open(log_path, 'w') as log:
+                    process = subprocess.Popen([sys.executable, *step.command], cwd=REPO_ROOT, env=env,
+                                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                running[step.label] = (index, step, process, time.time(), log_path)
+                bar.set_description(', '.join(sorted(running)))
+            if not running:
+                if pending:  # nothing can start: a prerequisite is missing from the plan
+                    raise StepFailed(f'steps wait for steps that never ran: {[s.label for _, s in pending]}')
+                break
+            time.sleep(0.2)
+            for label, (index, step, process, began, log_path) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[label]
+                if code:
+                    with open(log_path) as log:
+                        tail = ''.join(log.readlines()[-15:])
+                    raise StepFailed(f'step {index}/{len(steps)} "{step.label}" failed (exit {code}); its log '
+                                     f'{log_path} ends with:\n{tail}\nfix it and rerun the same command: '
+                                     f'finished steps are skipped')
+                finished.add(label)
+                seconds = time.time() - began
+                timed.setdefault(step.kind, []).append(seconds)
+                left = [s for _, s in pending] + [r[1] for r in running.values()]
+                report(index, step, f'{seconds:.0f} s; elapsed {_clock(time.time() - start)}, '
+                                    f'ETA {_clock(_eta(left, timed) / jobs)}')
+    finally:
+        for _, _, process, _, _ in running.values():
+            process.kill()
+        bar.close()
     return time.time() - start
 
 
@@ -275,10 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--gpus', default='-1', help='-1 = CPU (default), or a CUDA id')
     parser.add_argument('--quick', action='store_true', help='a few iterations per phase (CI)')
     parser.add_argument('--force', action='store_true', help='redo steps whose results exist')
+    parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
+                        help='steps run side by side, one CPU thread each on 2 cores (default: 2)')
     parser.add_argument('--dataroot', default=None, help='--quick: use this dataset instead of the configs\' one')
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f'--seeds must be at least 1, got {args.seeds}')
+    if args.jobs < 1:
+        parser.error(f'--jobs must be at least 1, got {args.jobs}')
     if args.dataroot and not args.quick:
         parser.error('--dataroot only applies with --quick (otherwise the configs name their data)')
     out = os.path.abspath(args.out)
@@ -293,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = plan(spec, spec_path, args.seeds, args.gpus, out, args.force)
     print(f'{len(spec["rows"])} rows x {args.seeds} seeds: {len(steps)} steps; logs in {os.path.join(out, "logs")}',
           flush=True)
-    seconds = run_steps(steps, os.path.join(out, 'logs'))
+    seconds = run_steps(steps, os.path.join(out, 'logs'), args.jobs)
     written = sorted(os.path.join(out, name) for name in os.listdir(out)
                      if name.endswith(('.md', '.tex', '.csv')))
     markdown = [p for p in written if p.endswith('.md')]
