@@ -274,12 +274,18 @@ class Cell:
     def text(self) -> str:
         if self.value is None:
             return DASH
-        shown = f'{self.value:.{self.decimals}f}'
-        return shown if self.std is None else f'{shown} ± {self.std:.{self.decimals}f}'
+        shown = _fixed(self.value, self.decimals)
+        return shown if self.std is None else f'{shown} ± {_fixed(self.std, self.decimals)}'
 
     @property
     def rounded(self) -> float | None:
         return None if self.value is None else round(self.value, self.decimals)
+
+
+def _fixed(value: float, decimals: int) -> str:
+    """`value` with `decimals` digits, never "-0.00" (a float residue of an exact zero)."""
+    shown = f'{value:.{decimals}f}'
+    return shown[1:] if shown.startswith('-') and float(shown) == 0 else shown
 
 
 @dataclass
