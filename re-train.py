@@ -134,7 +134,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
             bar.write(T.loss_line(f'retrain {exp_id} {it}', values))
         saved_latest = it % val_freq == 0
         if saved_latest:
-            metrics = env.validate(val_loader, 'eval_fixed', n_eval) if dist.is_main else {}
+            metrics = env.validate_retrain(val_loader, n_eval) if dist.is_main else {}
             env.save_label(latest)
             if dist.is_main:
                 logger.log_metrics(it, metrics, f'retrain{exp_id:03d}_val')

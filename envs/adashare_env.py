@@ -69,6 +69,8 @@ class AdaShareEnv(BaseEnv):
         self.speed = SpeedOptions.from_config(opt)
         self.train_network = apply_speed_options(self.network, self.speed, device)
         self.scaler = self.speed.grad_scaler(device)
+        # speed.masked_losses: host-sync-free loss forms, not bit-equal to the original (envs/losses.py).
+        self.masked_losses = bool((opt.get('speed') or {}).get('masked_losses', False))
         self.state = TrainState(temperature=float(train_opt.get('init_temp', 5.0)))
         self.decay_temp = float(train_opt.get('decay_temp', 0.965))
         self.set_seg_class_weights(seg_class_weights)
@@ -253,8 +255,8 @@ class AdaShareEnv(BaseEnv):
         losses = {}
         decode = bool(self.quirks.get('decode_normals', False))
         for task, pred in zip(self.tasks, outputs):
-            losses[task] = L.task_loss(task, pred, self.batch, self.dataset,
-                                       class_weights=self.seg_class_weights, decode_normals=decode)
+            losses[task] = L.task_loss(task, pred, self.batch, self.dataset, class_weights=self.seg_class_weights,
+                                       decode_normals=decode, masked=self.masked_losses)
         return losses
 
     def regularisers(self) -> dict[str, Any]:
@@ -280,8 +282,8 @@ class AdaShareEnv(BaseEnv):
         task_losses = self.task_losses(outputs)
         loss = sum(lam * task_losses[task] for lam, task in zip(self.lambdas, self.tasks))
         report: dict[str, Any] = {task: {'total': v.detach()} for task, v in task_losses.items()}
-        report['total'] = {'total': loss.detach()}
         if phase == 'policy':
+            # Added in the original's order (hamming, then sparsity); the logged total includes them as well.
             regs = self.regularisers()
             train_opt = self.opt['train']
             if 'hamming' in regs:
@@ -290,9 +292,10 @@ class AdaShareEnv(BaseEnv):
                 loss = loss + float(train_opt['reg_w']) * regs['sparsity']['total']
             for key, group in regs.items():
                 report[key] = {k: v.detach() for k, v in group.items()}
+        report['total'] = {'total': loss.detach()}
         auxiliary = self.network.auxiliary_loss() if hasattr(self.network, 'auxiliary_loss') else None
         if auxiliary is not None:
-            # Sluice's orthogonality penalty, weighted by baseline.sluice_orthogonality.
+            # Sluice's orthogonality penalty, weighted by baseline.sluice_orthogonality (logged apart).
             weight = float((self.opt.get('baseline') or {}).get('sluice_orthogonality', 0.0))
             loss = loss + weight * auxiliary
             report['orthogonality'] = {'total': auxiliary.detach()}
@@ -340,20 +343,25 @@ class AdaShareEnv(BaseEnv):
                                  f'Set train.nonfinite: skip to skip such batches instead.')
 
     # ---------------------------------------------------------------- validation
-    def metrics_for(self, extras: bool) -> MultiTaskMetrics:
-        return MultiTaskMetrics(self.tasks, list(self.opt['tasks_num_class']), self.dataset,
-                                protocol=MetricProtocol.from_config(self.opt), extras=extras,
-                                seg_class_weights=self.seg_class_weights)
+    def metrics_for(self, extras: bool, cosine: bool = False) -> MultiTaskMetrics:
+        """The metrics of a validation; `cosine` adds the sn cosine_similarity without the other extras."""
+        metrics = MultiTaskMetrics(self.tasks, list(self.opt['tasks_num_class']), self.dataset,
+                                   protocol=MetricProtocol.from_config(self.opt), extras=extras,
+                                   seg_class_weights=self.seg_class_weights)
+        if cosine and 'sn' in metrics.metrics:
+            metrics.metrics['sn'].cosine = True
+        return metrics
 
     @torch.no_grad()
-    def validate(self, loader: Iterable, mode: str, eval_iter: int = 10, extras: bool = False) -> dict:
+    def validate(self, loader: Iterable, mode: str, eval_iter: int = 10, extras: bool = False,
+                 cosine: bool = False) -> dict:
         """Evaluate `mode` ('eval_shared' | 'eval_policy' | 'eval_fixed') on at most eval_iter+1 batches.
 
         eval_iter = -1 evaluates the whole loader (test.py); 10 is the original's validation.
         """
         was_training = self.network.training
         self.eval()
-        metrics = self.metrics_for(extras)
+        metrics = self.metrics_for(extras, cosine)
         for batch_idx, batch in enumerate(loader):
             if 0 <= eval_iter < batch_idx:
                 break
@@ -363,6 +371,11 @@ class AdaShareEnv(BaseEnv):
         if was_training:
             self.train()
         return metrics.compute()
+
+    def validate_retrain(self, loader: Iterable, eval_iter: int = 10) -> dict:
+        """re-train.py's validation of the fixed policy, with the original's keys: the sn cosine_similarity
+        (which the Taskonomy score uses) but not the training validation's extras (docs/parity.md)."""
+        return self.validate(loader, 'eval_fixed', eval_iter, extras=False, cosine=True)
 
     # ---------------------------------------------------------------- checkpoints
     def _training_payload(self, extra: dict | None) -> dict:

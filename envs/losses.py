@@ -1,8 +1,11 @@
-"""Task losses and policy regularisers of AdaShare (SPEC §5) as pure functions.
+"""Task losses and policy regularisers of AdaShare as pure functions.
 
 Task losses run at the prediction resolution (1/8); the ground truth is downsampled with legacy
-nearest interpolation. Everything stays on the tensors' device: no `.item()`, no numpy, no boolean
-indexing (which would synchronise with the host), so the losses are masked sums over counts.
+nearest interpolation. By default every loss is computed in the original's order of operations
+(channels-last flattening, boolean selection of the valid rows), so that the same batch gives the
+same bits as the original release (docs/parity.md). `masked=True` (config `speed.masked_losses`)
+computes the same quantities as masked sums over counts instead: no boolean indexing, hence no host
+synchronisation on GPUs, but the float rounding differs, so it is not bit-equal to the original.
 """
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from utils.metrics import DEPTH_MIN, GT_KEYS, PAD_VALUE, check_dataset, seg_ignore_index
+
+# The original's nn.CosineSimilarity() default.
+COSINE_EPS = 1e-8
 
 
 def resize_nearest(gt: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -27,16 +33,26 @@ def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
 
 
-def seg_loss(pred: torch.Tensor, gt: torch.Tensor, ignore_index: int, class_weights: Any = None) -> torch.Tensor:
+def channels_last_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """[B,C,h,w] -> [B·h·w, C]: one row per pixel, ordered by batch, row, column (the original's layout)."""
+    return tensor.permute(0, 2, 3, 1).reshape(-1, tensor.shape[1])
+
+
+def seg_loss(pred: torch.Tensor, gt: torch.Tensor, ignore_index: int, class_weights: Any = None,
+             masked: bool = False) -> torch.Tensor:
     """Cross entropy of logits [B,C,h,w] against labels [B,1,h,w] or [B,h,w]; mean over non-ignored pixels.
 
     With class weights it is the weighted mean Σ w_y·nll / Σ w_y (nn.CrossEntropyLoss semantics).
+    The original flattens to [B·h·w, C] rows first; `masked` keeps NCHW (same value, other rounding).
     """
-    target = gt.reshape(pred.shape[0], *pred.shape[2:]).long()
     weight = None
     if class_weights is not None:
         weight = torch.as_tensor(class_weights, dtype=pred.dtype, device=pred.device)
-    return F.cross_entropy(pred, target, weight=weight, ignore_index=int(ignore_index))
+    if masked:
+        target = gt.reshape(pred.shape[0], *pred.shape[2:]).long()
+        return F.cross_entropy(pred, target, weight=weight, ignore_index=int(ignore_index))
+    target = gt.reshape(-1).long()  # [B,1,h,w] flattened in the same batch, row, column order
+    return F.cross_entropy(channels_last_rows(pred), target, weight=weight, ignore_index=int(ignore_index))
 
 
 def normal_valid_mask(gt: torch.Tensor, decoded: bool = False) -> torch.Tensor:
@@ -48,14 +64,20 @@ def normal_valid_mask(gt: torch.Tensor, decoded: bool = False) -> torch.Tensor:
     return valid
 
 
-def normal_loss(pred: torch.Tensor, gt: torch.Tensor, decoded: bool = False) -> torch.Tensor:
+def normal_loss(pred: torch.Tensor, gt: torch.Tensor, decoded: bool = False, masked: bool = False) -> torch.Tensor:
     """1 − mean cosine between normalised prediction and GT over the valid pixels of the batch.
 
-    In the original the GT is the raw uint8 colour vector (SPEC §12.2 item 11), which this keeps.
+    In the original the GT is the raw uint8 colour vector, which this keeps. Original order: [B·h·w, 3]
+    rows, valid rows selected, both normalised, then the cosine; `masked` averages over a mask instead.
     """
     valid = normal_valid_mask(gt, decoded)
-    cos = F.cosine_similarity(F.normalize(pred, dim=1), F.normalize(gt.float(), dim=1), dim=1)
-    return 1 - _masked_mean(cos, valid)
+    if masked:
+        cos = F.cosine_similarity(F.normalize(pred, dim=1), F.normalize(gt.float(), dim=1), dim=1, eps=COSINE_EPS)
+        return 1 - _masked_mean(cos, valid)
+    rows = valid.reshape(-1)
+    pred_rows = F.normalize(channels_last_rows(pred)[rows], dim=1)
+    gt_rows = F.normalize(channels_last_rows(gt.float())[rows], dim=1)
+    return 1 - F.cosine_similarity(pred_rows, gt_rows, dim=1, eps=COSINE_EPS).mean()
 
 
 def depth_valid_mask(gt: torch.Tensor, dataset: str, depth_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,21 +89,33 @@ def depth_valid_mask(gt: torch.Tensor, dataset: str, depth_mask: torch.Tensor | 
     return gt.sum(dim=1, keepdim=True) > DEPTH_MIN
 
 
+def _l1_over(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, masked: bool) -> torch.Tensor:
+    """Mean |pred − gt| over `valid`: the original's masked_select + L1, or a masked mean (no host sync)."""
+    if masked:
+        return _masked_mean((pred - gt).abs(), valid)
+    # Nothing valid gives mean([]) = NaN with zero gradients, as in the original.
+    return F.l1_loss(pred.masked_select(valid), gt.masked_select(valid))
+
+
 def depth_loss(pred: torch.Tensor, gt: torch.Tensor, dataset: str,
-               depth_mask: torch.Tensor | None = None) -> torch.Tensor:
+               depth_mask: torch.Tensor | None = None, masked: bool = False) -> torch.Tensor:
     """L1 mean over the valid depth pixels."""
     valid = depth_valid_mask(gt, dataset, depth_mask)
-    return _masked_mean((pred - gt).abs(), valid.expand_as(pred))
+    return _l1_over(pred, gt, valid.expand_as(pred), masked)
 
 
-def l1_ignore_loss(pred: torch.Tensor, gt: torch.Tensor, ignore: float = PAD_VALUE) -> torch.Tensor:
+def l1_ignore_loss(pred: torch.Tensor, gt: torch.Tensor, ignore: float = PAD_VALUE,
+                   masked: bool = False) -> torch.Tensor:
     """L1 mean over pixels with gt != ignore (Taskonomy keypoint and edge)."""
-    return _masked_mean((pred - gt).abs(), gt != ignore)
+    return _l1_over(pred, gt, gt != ignore, masked)
 
 
 def task_loss(task: str, pred: torch.Tensor, batch: Mapping[str, Any], dataset: str, class_weights: Any = None,
-              decode_normals: bool = False) -> torch.Tensor:
-    """Loss of one task: the batch's ground truth is resized (nearest) to the prediction, then compared."""
+              decode_normals: bool = False, masked: bool = False) -> torch.Tensor:
+    """Loss of one task: the batch's ground truth is resized (nearest) to the prediction, then compared.
+
+    `masked`: the host-sync-free masked-mean forms (`speed.masked_losses`), not bit-equal to the original.
+    """
     if task not in GT_KEYS:
         raise ValueError(f"task loss: unknown task {task!r}; expected one of {list(GT_KEYS)}")
     key = GT_KEYS[task]
@@ -94,17 +128,17 @@ def task_loss(task: str, pred: torch.Tensor, batch: Mapping[str, Any], dataset: 
         gt = gt.unsqueeze(1)
     gt = resize_nearest(gt.to(pred.device, non_blocking=True), size)
     if task == "seg":
-        return seg_loss(pred, gt, seg_ignore_index(dataset), class_weights)
+        return seg_loss(pred, gt, seg_ignore_index(dataset), class_weights, masked=masked)
     if task == "sn":
-        return normal_loss(pred, gt, decoded=decode_normals)
+        return normal_loss(pred, gt, decoded=decode_normals, masked=masked)
     if task == "depth":
         depth_mask = batch.get("depth_mask")
         if depth_mask is not None:
             if depth_mask.dim() == 3:
                 depth_mask = depth_mask.unsqueeze(1)
             depth_mask = resize_nearest(depth_mask.to(pred.device, non_blocking=True), size)
-        return depth_loss(pred, gt, dataset, depth_mask)
-    return l1_ignore_loss(pred, gt)
+        return depth_loss(pred, gt, dataset, depth_mask, masked=masked)
+    return l1_ignore_loss(pred, gt, masked=masked)
 
 
 def _check_logits(logits_list: Sequence[torch.Tensor]) -> int:

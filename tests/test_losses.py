@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.losses import (depth_loss, l1_ignore_loss, normal_loss, resize_nearest, seg_loss, sharing_loss,
+from envs.losses import (channels_last_rows, depth_loss, l1_ignore_loss, normal_loss, resize_nearest, seg_loss, sharing_loss,
                          sparsity_loss, task_loss)
 
 
@@ -108,15 +108,65 @@ def test_l1_ignore_loss_and_task_dispatch():
         task_loss("flow", pred, {}, "Taskonomy")
 
 
-def test_all_invalid_gives_nan_value_and_zero_gradient():
+@pytest.mark.parametrize('masked', [False, True])
+def test_all_invalid_gives_nan_value_and_zero_gradient(masked):
     pred = torch.randn(1, 1, 2, 2, requires_grad=True)
-    loss = l1_ignore_loss(pred, torch.full((1, 1, 2, 2), 255.0))
+    loss = l1_ignore_loss(pred, torch.full((1, 1, 2, 2), 255.0), masked=masked)
     assert math.isnan(loss.item())
     loss.backward()
     assert torch.equal(pred.grad, torch.zeros_like(pred))
 
 
-def test_losses_need_no_host_sync():
+def test_channels_last_rows_order():
+    x = torch.arange(2 * 3 * 2 * 2).reshape(2, 3, 2, 2)
+    rows = channels_last_rows(x)
+    assert rows.shape == (8, 3)
+    # row k = (batch, row, column) in that order; the columns are the channels
+    assert rows[5].tolist() == x[1, :, 0, 1].tolist()
+
+
+def batch_with_invalid_pixels(seed=0, classes=7):
+    g = torch.Generator().manual_seed(seed)
+    seg = torch.randint(0, classes, (2, 1, 16, 16), generator=g).to(torch.uint8)
+    seg[:, :, :3] = 255
+    normal = torch.randint(0, 255, (2, 3, 16, 16), generator=g).to(torch.uint8)
+    normal[:, :, :, :4] = 255
+    depth = torch.rand(2, 1, 16, 16, generator=g, dtype=torch.float64) * 4
+    depth[:, :, 5:9] = 0
+    preds = {'seg': torch.randn(2, classes, 8, 8, generator=g), 'sn': torch.randn(2, 3, 8, 8, generator=g),
+             'depth': torch.rand(2, 1, 8, 8, generator=g) * 4}
+    return {'seg': seg, 'normal': normal, 'depth': depth}, preds
+
+
+def test_original_order_and_masked_forms_agree():
+    # The masked forms (speed.masked_losses) compute the same quantities with another rounding.
+    batch, preds = batch_with_invalid_pixels()
+    for task, pred in preds.items():
+        original = task_loss(task, pred, batch, 'NYU_v2')
+        masked = task_loss(task, pred, batch, 'NYU_v2', masked=True)
+        assert original.item() == pytest.approx(masked.item(), rel=1e-5), task
+
+
+def test_original_order_matches_written_out_original_ops():
+    # The original: [B·h·w, C] rows, boolean-selected valid rows, then normalise / L1 (docs/parity.md).
+    batch, preds = batch_with_invalid_pixels(seed=1)
+    seg_gt = resize_nearest(batch['seg'], (8, 8)).permute(0, 2, 3, 1).reshape(-1).long()
+    seg_rows = preds['seg'].permute(0, 2, 3, 1).contiguous().view(-1, 7)
+    assert torch.equal(task_loss('seg', preds['seg'], batch, 'NYU_v2'),
+                       torch.nn.CrossEntropyLoss(ignore_index=255)(seg_rows, seg_gt))
+    gt = resize_nearest(batch['normal'], (8, 8)).permute(0, 2, 3, 1).contiguous().view(-1, 3)
+    rows = preds['sn'].permute(0, 2, 3, 1).contiguous().view(-1, 3)
+    keep = gt.max(dim=1)[0] < 255
+    expected = 1 - torch.nn.CosineSimilarity()(torch.nn.functional.normalize(rows[keep]),
+                                                torch.nn.functional.normalize(gt[keep])).mean()
+    assert torch.equal(task_loss('sn', preds['sn'], batch, 'NYU_v2'), expected)
+    depth = resize_nearest(batch['depth'], (8, 8))
+    mask = (depth.sum(dim=1) > 3e-5).unsqueeze(1)
+    expected = torch.nn.L1Loss()(preds['depth'].masked_select(mask), depth.masked_select(mask))
+    assert torch.equal(task_loss('depth', preds['depth'], batch, 'NYU_v2'), expected)
+
+
+def test_masked_losses_need_no_host_sync():
     # Data-dependent ops (.item(), boolean indexing) fail on the meta device.
     meta = {"device": "meta"}
     batch = {"seg": torch.zeros(2, 1, 8, 8, **meta), "normal": torch.zeros(2, 3, 8, 8, **meta),
@@ -125,7 +175,8 @@ def test_losses_need_no_host_sync():
     preds = {"seg": torch.randn(2, 17, 4, 4, **meta), "sn": torch.randn(2, 3, 4, 4, **meta),
              "depth": torch.randn(2, 1, 4, 4, **meta), "edge": torch.randn(2, 1, 4, 4, **meta)}
     for task, pred in preds.items():
-        assert task_loss(task, pred, batch, "Taskonomy", class_weights=torch.ones(17), decode_normals=True).shape == ()
+        assert task_loss(task, pred, batch, "Taskonomy", class_weights=torch.ones(17), decode_normals=True,
+                         masked=True).shape == ()
     logits = [torch.randn(4, 2, **meta) for _ in range(3)]
     assert sparsity_loss(logits, 2, True, False)[0].shape == ()
     assert sharing_loss(logits, True).shape == ()

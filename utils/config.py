@@ -414,6 +414,10 @@ SCHEMA: tuple[Key, ...] = (
     Key('speed.compile', Boolean(), 'Extension: torch.compile the network for the training forwards (validation '
         'runs eagerly; the first steps of each phase pay the compilation). Checkpoints keep the original key '
         'names.', default=False),
+    Key('speed.masked_losses', Boolean(), 'Extension: task losses as masked means over the valid pixels instead '
+        'of the original\'s boolean selection of valid rows: no host synchronisation per step on GPUs. The same '
+        'values up to float rounding, so not bit-equal to the original; false = the original\'s order of '
+        'operations.', default=False),
     # --- test (SPEC §1.5)
     Key('test.which_iter', Nullable(Text()), 'Unused by the original and by this code.', default=None,
         unused=True),

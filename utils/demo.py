@@ -1,6 +1,6 @@
 """The main job on the embedded synthetic default: policy learning -> retraining -> evaluation.
 
-    python -m utils.demo                 # CPU when there is no GPU; about 6 minutes on 2 cores
+    python -m utils.demo                 # CPU when there is no GPU; about 3 minutes on 2 cores
 
 Generates the synthetic NYU-v2-layout data if it is missing, then runs exactly the commands a user
 would run (printed as it goes), and ends with the learned policy, the sampled architectures, the

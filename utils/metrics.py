@@ -93,13 +93,14 @@ def _nearest_source_index(in_size: int, out_size: int, device: torch.device) -> 
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[B,H,W] cosine of [B,3,H,W] vectors: the original's cosine_similarity(normalize(a), normalize(b)).
-
-    Written as plain channel sums (a zero vector gives 0, as normalize does): same value to ~1e-7,
-    several times faster than F.normalize + F.cosine_similarity on the CPU.
+    """[B,H,W] cosine of [B,3,H,W] vectors in the original's order of operations: per-pixel rows
+    [B·H·W, 3], both F.normalize'd, then F.cosine_similarity (eps 1e-8). The rows layout gives the
+    original's bits (docs/parity.md); NCHW reductions round differently and move the median angle by ~1e-6.
     """
-    norms = a.square().sum(dim=1).sqrt().clamp_min(1e-12) * b.square().sum(dim=1).sqrt().clamp_min(1e-12)
-    return (a * b).sum(dim=1) / norms
+    rows_a = a.permute(0, 2, 3, 1).reshape(-1, a.shape[1])
+    rows_b = b.permute(0, 2, 3, 1).reshape(-1, b.shape[1])
+    cos = F.cosine_similarity(F.normalize(rows_a, dim=1), F.normalize(rows_b, dim=1), dim=1, eps=1e-8)
+    return cos.reshape(a.shape[0], *a.shape[2:])
 
 
 def _as_nchw(gt: torch.Tensor, name: str) -> torch.Tensor:
