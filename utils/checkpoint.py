@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import collections
 import errno
+import hashlib
 import io
 import json
+import math
 import os
 import pickle
+import re
 import uuid
 import warnings
 from typing import IO, Any, Callable, Mapping, Sequence
@@ -34,6 +37,13 @@ MODULE_PREFIX = "module."
 # ---------------------------------------------------------------------------------------------- errors
 class CheckpointError(RuntimeError):
     """A checkpoint or policy file exists but cannot be used."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint, policy or result file could not be written (disk full, size limit, permissions)."""
+
+    def __str__(self) -> str:  # OSError would otherwise format (errno, strerror)
+        return self.args[0]
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -131,20 +141,71 @@ def _atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     # os.open with 0o666 lets the umask decide the permissions, as a plain open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:
+        raise CheckpointWriteError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave a half-written temp file behind
+    except BaseException as err:  # also KeyboardInterrupt: never leave a half-written temp file behind
         try:
             os.remove(tmp)
         except FileNotFoundError:
             pass
+        cause = _write_failure(err)
+        if cause is not None:
+            raise CheckpointWriteError(f"cannot write {path}: {cause}; the previous file (if any) is intact") from None
         raise
     _fsync_dir(directory)
+
+
+def _write_failure(err: BaseException) -> str | None:
+    """The OS error behind a failed write (torch.save re-raises it as a RuntimeError), or None for a bug."""
+    chain: BaseException | None = err
+    while chain is not None:
+        if isinstance(chain, OSError):
+            return f"{chain.strerror or chain} (disk full or a file size limit?)" \
+                if chain.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else str(chain.strerror or chain)
+        chain = chain.__context__ or chain.__cause__
+    return None
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folders: Sequence[str]) -> list[str]:
+    """Delete our temp files (`.<name>.<pid>.<hex>.tmp`) whose writing process is gone; returns their paths.
+
+    A save interrupted by SIGKILL cannot clean up after itself; files of live processes are kept.
+    """
+    removed = []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            match = _TEMP_NAME.match(name)
+            if match is None or _pid_alive(int(match.group(1))):
+                continue
+            try:
+                os.remove(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+            except OSError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -169,8 +230,31 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON: {value!r}")
 
 
+def _non_finite_key(data: Any, where: str = "") -> str | None:
+    """The key path of the first NaN/inf number in `data`, or None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return where or "<top level>"
+    if isinstance(data, Mapping):
+        items: Any = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite_key(value, f"{where}/{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def atomic_write_json(path: str, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    """Standard JSON only (no NaN/Infinity, which strict parsers reject): write undefined values as null."""
+    try:
+        text = json.dumps(data, indent=2, default=_json_default, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"{path}: {_non_finite_key(json.loads(json.dumps(data, default=_json_default)))} is not "
+                         f"finite; standard JSON has no NaN/Infinity (write null and a reason)") from None
+    atomic_write_text(path, text + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -227,6 +311,16 @@ def save_checkpoint(path: str, network_state: Mapping[str, Any] | nn.Module,
     atomic_save(checkpoint, path)
 
 
+def refusal_reason(err: BaseException) -> str:
+    """What a safe (weights_only) load refused, without torch's advice to load unsafely or to allow-list it."""
+    text = str(err)
+    match = re.search(r"GLOBAL ([\w.<>]+)", text)
+    if match:
+        return f"it refers to {match.group(1)}"
+    match = re.search(r"Unsupported operand[^.\n]*", text)
+    return match.group(0) if match else "it holds an object that is not a tensor or a plain value"
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
@@ -245,9 +339,7 @@ def load_checkpoint(path: str, map_location: str | torch.device | None = "cpu",
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower():
-            # torch's message leads with advice to retry unsafely; keep only the line naming the refused object
-            reason = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "Unsupported" in line),
-                          _first_line(err))
+            reason = refusal_reason(err)
             raise CheckpointError(f"{path} contains objects other than tensors and plain values, which a safe "
                                   f"(weights_only) load refuses: {reason}") from None
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint "
@@ -399,8 +491,38 @@ def format_policy_table(policies: Sequence[torch.Tensor] | None, tasks: Sequence
     return "\n".join(out)
 
 
-def save_policy(path: str, policies: Sequence[torch.Tensor], tasks: Sequence[str] | None = None) -> None:
-    """Write the original policy pickle `{'task<t>_policy': int64 [P, 2]}` and a `.txt` table beside it."""
+def policy_source_path(path: str) -> str:
+    """The source record beside a policy pickle: same name, `.source.json` (the pickle keeps the original keys)."""
+    return os.path.splitext(path)[0] + ".source.json"
+
+
+def logits_digest(state_dict: Mapping[str, Any]) -> str:
+    """sha256 of the policy logits (`task<t>_logits`) of a network state dict, in task order."""
+    digest = hashlib.sha256()
+    names = sorted((k for k in state_dict if re.fullmatch(r"task\d+_logits", str(k))), key=lambda k: int(k[4:-7]))
+    for name in names:
+        digest.update(name.encode())
+        digest.update(state_dict[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_policy_source(path: str) -> dict | None:
+    """The source record of a policy pickle, or None (written by another tool or an older version)."""
+    try:
+        with open(policy_source_path(path), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def save_policy(path: str, policies: Sequence[torch.Tensor], tasks: Sequence[str] | None = None,
+                source: Mapping[str, Any] | None = None) -> None:
+    """Write the original policy pickle `{'task<t>_policy': int64 [P, 2]}` and a `.txt` table beside it.
+
+    `source` (checkpoint label, iteration, logits hash) goes to `<name>.source.json`; without it an old
+    record is removed, so a record never describes another pickle.
+    """
     if len(policies) == 0:
         raise ValueError("save_policy needs at least one task policy")
     names = _task_names(tasks, len(policies))
@@ -411,11 +533,21 @@ def save_policy(path: str, policies: Sequence[torch.Tensor], tasks: Sequence[str
     atomic_write_bytes(path, pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL))
     table = format_policy_table(list(content.values()), names)
     atomic_write_text(policy_table_path(path), f"{os.path.basename(path)}\n{table}\n")
+    if source is not None:
+        atomic_write_json(policy_source_path(path), dict(source))
+    elif os.path.exists(policy_source_path(path)):
+        os.remove(policy_source_path(path))
 
 
 def _load_storage_from_bytes(data: bytes) -> Any:
     """Safe stand-in for `torch.storage._load_from_bytes`: the bytes are a `torch.save` stream."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise
+        raise PolicyFileError(f"refused a tensor stream inside the pickle: {refusal_reason(err)}; a policy pickle may "
+                              f"only contain a dict of tensors") from None
 
 
 _BUILTIN_CONTAINERS = {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
@@ -464,8 +596,9 @@ def load_policy(path: str, hint: str | None = None, num_tasks: int | None = None
         with open(path, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TypedStorage deprecation noise from rebuilding the tensors
             content = _PolicyUnpickler(f, path).load()
-    except PolicyFileError:
-        raise
+    except PolicyFileError as err:
+        text = str(err)
+        raise PolicyFileError(text if text.startswith(path) else f"{path}: {text}") from None
     except Exception as err:
         raise PolicyFileError(f"{path} is truncated or not a policy pickle ({_first_line(err)})") from None
     if not isinstance(content, dict) or not content:

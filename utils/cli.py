@@ -9,17 +9,28 @@ from typing import Callable, Sequence
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`--config PATH`, `--gpus INT...` (default [0]; -1 = CPU), `--exp_ids INT...` (default [0])."""
+def parse_args(description: str, argv: Sequence[str] | None = None, script: str = '') -> argparse.Namespace:
+    """`--config PATH`, `--gpus INT...` (default [0]; -1 = CPU), `--exp_ids INT...` (default [0]), and the
+    resume flags (docs/reliability.md). `script='train_policy'` refuses --exp_ids, which it would ignore."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--config', required=True, help='YAML config file (e.g. yamls/adashare/nyu_v2_3task.yml)')
     parser.add_argument('--gpus', type=int, nargs='+', default=[0],
                         help='CUDA device ids; -1 runs on the CPU (no CUDA also falls back to the CPU)')
-    parser.add_argument('--exp_ids', type=int, nargs='+', default=[0],
-                        help='indices into the config\'s seed list (re-train.py, test.py)')
+    parser.add_argument('--exp_ids', type=int, nargs='+', default=None,
+                        help='indices into the config\'s seed list (re-train.py, test.py; default 0)')
     parser.add_argument('--fresh', action='store_true',
                         help='ignore an interrupted run\'s resume state and start over (train_policy.py, re-train.py)')
-    return parser.parse_args(argv)
+    parser.add_argument('--resume_with_changes', action='store_true',
+                        help='resume an interrupted run although its config changed, applying every new value '
+                             '(the change is recorded in opt.txt and loss.txt)')
+    parser.add_argument('--allow_unfinished', action='store_true',
+                        help='re-train.py: sample the policy from a policy-learning run that has not finished')
+    args = parser.parse_args(argv)
+    if args.exp_ids is not None and script == 'train_policy':
+        parser.error('--exp_ids is for re-train.py and test.py; train_policy.py learns one policy with seed[0]')
+    if args.exp_ids is None:
+        args.exp_ids = [0]
+    return args
 
 
 def run_main(main: Callable[[], int | None]) -> None:

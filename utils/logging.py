@@ -76,6 +76,13 @@ class RunLogger:
         with open(self.loss_file, "a", encoding="utf-8") as f:
             f.write(line)
 
+    def note(self, text: str) -> None:
+        """A dated `# ...` line in loss.txt (run start, resume, config change); parse_loss_txt skips it."""
+        if self.enabled:
+            import datetime
+            stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            self._append(f"# {stamp} {text}\n")
+
     def write_options(self, text: str) -> None:
         """Write `opt.txt` (atomically) with the rendered options."""
         if self.enabled:

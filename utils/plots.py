@@ -252,7 +252,7 @@ def parse_loss_txt(path: str) -> dict[str, Any]:
     result: dict[str, Any] = {'losses': {}, 'metrics': {}, 'skipped_lines': []}
     with open(path, encoding='utf-8', errors='replace') as f:
         for number, line in enumerate(f, start=1):
-            if not line.strip():
+            if not line.strip() or line.startswith('#'):  # blank, or a RunLogger.note (run start, resume)
                 continue
             match = LOSS_LINE.match(line.rstrip('\n'))
             if match is None:
