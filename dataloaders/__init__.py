@@ -26,7 +26,8 @@ def build_dataset(dataset: str, dataroot: str, split: str, *, crop_h: int | None
     if not is_train_split(split):
         crop_h = crop_w = None  # evaluation splits are never cropped (SPEC §1.3)
     if dataset == 'NYU_v2':
-        return NYU_v2(dataroot, split, crop_h, crop_w, eval_h, eval_w, decode_normals=decode_normals)
+        return NYU_v2(dataroot, split, crop_h, crop_w, eval_h, eval_w, decode_normals=decode_normals,
+                      num_seg_classes=num_seg_classes)
     if dataset == 'CityScapes':
         return CityScapes(dataroot, split, crop_h, crop_w, eval_h, eval_w, small_res=small_res,
                           num_seg_classes=num_seg_classes)
@@ -48,7 +49,7 @@ def build_dataset_from_config(opt: dict[str, Any], split: str) -> Dataset:
         crop_w=dataload.get('crop_w') if train else None,
         eval_h=dataload.get('eval_h'), eval_w=dataload.get('eval_w'),
         small_res=bool(dataload.get('small_res', False)),
-        num_seg_classes=num_seg_classes if dataload['dataset'] == 'CityScapes' else None,
+        num_seg_classes=num_seg_classes if dataload['dataset'] in ('CityScapes', 'NYU_v2') else None,
         decode_normals=bool(quirks.get('decode_normals', False)))
 
 

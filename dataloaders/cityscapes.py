@@ -34,6 +34,7 @@ class CityScapes(Dataset):
         self.split = split
         self.small_res = small_res
         self.seg_key = SEG_CLASS_CHOICES[num_seg_classes]
+        self.num_seg_classes = int(self.seg_key[len('label'):])
         self.entries = T.load_split_index(dataroot, JSON_NAME, split, 5, 'CityScapes', 'cityscapes', LAYOUT_TREE)
         self.augment = T.is_train_split(split)
         default_hw = (128, 256) if small_res else (256, 512)
@@ -52,12 +53,15 @@ class CityScapes(Dataset):
         depth = T.read_npy(paths['depth'], 'CityScapes depth')
         T.require_numeric(depth, paths['depth'], 'CityScapes depth', 'float')
         T.require_shape(depth, paths['depth'], 'CityScapes depth', (None, None, 1))
+        depth = T.invalidate_non_finite(depth, paths['depth'], 'CityScapes depth')
         labels = {}
         for key in LABEL_KEYS:
             label = T.read_npy(paths[key], f'CityScapes {key}')
             T.require_shape(label, paths[key], f'CityScapes {key}', (None, None))
             T.require_numeric(label, paths[key], f'CityScapes {key}', 'integral')
             labels[key] = label.astype(np.int64)[:, :, None]
+        T.require_labels_below(labels[self.seg_key], paths[self.seg_key], f'CityScapes {self.seg_key}',
+                               self.num_seg_classes, SEG_IGNORE)
         labels['depth'] = depth.astype(np.float32, copy=False)
         T.require_same_size({'img': img, **labels}, paths)
 

@@ -61,8 +61,10 @@ class NYU_v2(Dataset):
     """NYU v2 (seg 40 classes, surface normals, depth) as batch dicts img/seg/normal/depth/name."""
 
     def __init__(self, dataroot: str, split: str, crop_h: int | None = None, crop_w: int | None = None,
-                 eval_h: int | None = None, eval_w: int | None = None, decode_normals: bool = False):
+                 eval_h: int | None = None, eval_w: int | None = None, decode_normals: bool = False,
+                 num_seg_classes: int | None = None):
         self.dataroot = dataroot
+        self.num_seg_classes = num_seg_classes  # labels are checked against it when given
         self.split = split
         self.decode_normals = decode_normals
         self.samples_folder = is_samples_folder(dataroot)
@@ -87,6 +89,8 @@ class NYU_v2(Dataset):
         normal = T.read_png(paths['normal'], 'NYU v2 normal', 3, (np.uint8,))
         depth = T.read_npy(paths['depth'], 'NYU v2 depth')
         T.require_numeric(depth, paths['depth'], 'NYU v2 depth', 'float')
+        depth = T.invalidate_non_finite(depth, paths['depth'], 'NYU v2 depth')
+        T.require_labels_below(seg, paths['seg'], 'NYU v2 segmentation', self.num_seg_classes, SEG_IGNORE)
         if depth.ndim == 2:
             depth = depth[:, :, None]
         T.require_shape(depth, paths['depth'], 'NYU v2 depth', (None, None, 1))

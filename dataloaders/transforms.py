@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from typing import Iterable, Mapping, Sequence
 
 import cv2
@@ -145,6 +146,39 @@ def require_numeric(arr: np.ndarray, path: str, what: str, kind: str) -> None:
             raise ValueError(f"{what} file '{path}' must hold integer class ids (integer dtype or whole "
                              f"floats), got dtype {arr.dtype}"
                              + ('' if not np.issubdtype(arr.dtype, np.floating) else ' with fractional values'))
+
+
+_WARNED_NON_FINITE: set[str] = set()
+
+
+def invalidate_non_finite(arr: np.ndarray, path: str, what: str, invalid: float = 0.0) -> np.ndarray:
+    """Non-finite target values become invalid pixels (`invalid`, the original's 0), one warning per file.
+
+    A NaN/inf target would otherwise make the loss or every validation metric NaN (docs/reliability.md).
+    """
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr
+    bad = arr.size - int(np.count_nonzero(finite))
+    if path not in _WARNED_NON_FINITE:
+        _WARNED_NON_FINITE.add(path)
+        note = ': the file has no valid pixel' if bad == arr.size else ''
+        print(f"warning: {what} file '{path}': {bad} of {arr.size} values are NaN/inf, treated as invalid "
+              f"pixels{note}", file=sys.stderr, flush=True)
+    return np.where(finite, arr, arr.dtype.type(invalid))
+
+
+def require_labels_below(seg: np.ndarray, path: str, what: str, num_classes: int | None, ignore: int) -> None:
+    """Class ids must lie in 0..num_classes-1 or be the ignore value (else: a bare IndexError in the loss,
+    a device-side assert on a GPU). Cheap: one max() per item in the common case."""
+    if num_classes is None:
+        return
+    if seg.size == 0 or (seg.max() < num_classes and (seg.dtype.kind == 'u' or seg.min() >= 0)):
+        return  # no ignore pixel and every id in range
+    bad = seg[(seg != ignore) & ((seg >= num_classes) | (seg < 0))]
+    if bad.size:
+        raise ValueError(f"{what} file '{path}' has label {int(bad.flat[0])}: expected 0..{num_classes - 1} "
+                         f"(tasks_num_class {num_classes}) or {ignore} (ignored)")
 
 
 def require_shape(arr: np.ndarray, path: str, what: str, expected: tuple, note: str = '') -> None:

@@ -842,6 +842,44 @@ def format_options(opt: Mapping[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+# ----------------------------------------------------------------------------------------- resume checks
+# Keys that cannot change a run's numbers: a resumed run may change them freely (docs/reliability.md).
+# paths.checkpoint_dir too: the resume state was found under it, so the folder was moved, not swapped.
+RESUME_FREE = ('train.print_freq', 'train.latest_freq', 'train.auto_resume', 'dataload.num_workers',
+               'dataload.pin_memory', 'dataload.prefetch_factor', 'paths.log_dir', 'paths.result_dir',
+               'paths.checkpoint_dir',
+               'test.which_iter', 'train.decay_temp_freq')
+# Keys that may grow: the run just goes on longer.
+RESUME_EXTENDABLE = ('train.total_iters', 'train.retrain_total_iters')
+# Keys the other phase reads and this one does not.
+RESUME_UNUSED = {
+    'train_policy': ('train.retrain_total_iters', 'train.policy_iter', 'train.retrain_resume', 'retrain_from_pl'),
+    're-train': ('train.warm_up_iters', 'train.weight_iter_alternate', 'train.alpha_iter_alternate', 'train.reg_w',
+                 'train.reg_w_hamming', 'train.resume', 'train.policy_decay_lr_freq', 'train.policy_decay_lr_rate',
+                 'is_sparse', 'is_sharing', 'is_curriculum', 'curriculum_speed', 'diff_sparsity_weights', 'policy'),
+}
+
+
+def recorded_config(opt: Mapping[str, Any]) -> dict:
+    """The config as a resume state records it: plain values, without the `_source` bookkeeping keys."""
+    return {k: _copy(v) for k, v in opt.items() if not str(k).startswith('_')}
+
+
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], script: str) -> list[str]:
+    """`key: old → new` for every key whose change would alter the numbers of a resumed `script` run."""
+    before, after = dict(_flatten(recorded_config(old))), dict(_flatten(recorded_config(new)))
+    skip = set(RESUME_FREE) | set(RESUME_UNUSED.get(script, ()))
+    lines = []
+    for key in list(before) + [k for k in after if k not in before]:
+        a, b = before.get(key, _MISSING), after.get(key, _MISSING)
+        if a == b or key in skip:
+            continue
+        if key in RESUME_EXTENDABLE and _is_int(a) and _is_int(b) and b > a:
+            continue
+        lines.append(f'{key}: {"(absent)" if a is _MISSING else _show(a)} → {"(absent)" if b is _MISSING else _show(b)}')
+    return lines
+
+
 def _doc_required(key: Key) -> str:
     if not key.required_by:
         return '—'

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 RESULT_PATTERN = re.compile(r'test_metrics_exp(\d+)\.json')
 # Top-level keys of a test.py JSON that are not task metric tables (only task names hold metrics; these are
 # listed so that a reader knows what else a result file carries).
-NON_METRIC_KEYS = ('policy', 'val_score', 'architecture', 'model_size', 'run_complete')
+NON_METRIC_KEYS = ('policy', 'val_score', 'architecture', 'model_size', 'run_complete', 'undefined_metrics')
 STD_KIND = 'sample standard deviation (ddof=1) over the runs; none for a single run'
 SCORE_FROM_JSON = 'val_score key of the test JSON'
 SCORE_COMPUTED = 'score(metrics, reference_metrics) computed from the config'
@@ -66,6 +66,8 @@ def metric_tables(result: Mapping[str, Any], where: str) -> dict[str, dict[str, 
             continue  # policy, val_score, architecture, model_size, run_complete, ...
         values = {}
         for metric, value in table.items():
+            if value is None or (is_number(value) and not math.isfinite(value)):
+                continue  # undefined (null in the JSON, with its reason under undefined_metrics)
             if not is_number(value):
                 raise SummaryError(f'{where}: {task}.{metric} = {value!r}: expected a number')
             values[str(metric)] = float(value)
@@ -218,6 +220,8 @@ def summarize(results: Mapping[int, Mapping[str, Any]], single_task: Mapping[str
         'metrics': metrics,
         'score': _scores(results, tables, exp_ids, reference, where),
         'policy': _policies(results, exp_ids, order, where),
+        # runs whose retraining stopped early (test.py writes "run_complete": false)
+        'incomplete': [e for e in exp_ids if results[e].get('run_complete') is False],
     }
     if sources:
         summary['files'] = {e: sources[e] for e in exp_ids if e in sources}
@@ -314,7 +318,8 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def _run_label(summary: Mapping[str, Any], e: int) -> str:
     seed = summary['seeds'].get(e)
-    return f'exp{e}' + (f' (seed {seed})' if seed is not None else '')
+    mark = ' †' if e in summary.get('incomplete', ()) else ''
+    return f'exp{e}' + (f' (seed {seed})' if seed is not None else '') + mark
 
 
 def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
@@ -324,6 +329,8 @@ def format_summary(summary: Mapping[str, Any], title: str | None = None) -> str:
     out = [title] if title else []
     out.append(f'{len(exp_ids)} run(s): ' + ', '.join(runs))
     out.append(f'mean ± std: std = {summary["std"]}')
+    if summary.get('incomplete'):
+        out.append('† a run whose result file says "run_complete": false (its retraining stopped early)')
 
     rows = [['task', 'metric', *runs, 'mean ± std']]
     for task, table in summary['metrics'].items():

@@ -1,6 +1,8 @@
 """Pieces of the training loop shared by train_policy.py, re-train.py and test.py."""
 from __future__ import annotations
 
+import datetime
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -131,14 +133,109 @@ def make_loader(opt: dict, dataset: Dataset, train: bool, dist: DistContext | No
     if num_workers > 0 and dataload.get('prefetch_factor') is not None:
         common['prefetch_factor'] = int(dataload['prefetch_factor'])  # DataLoader refuses it without workers
     if not train:
-        return DataLoader(dataset, batch_size=global_batch, shuffle=False, **common)
-    per_rank = split_batch_size(global_batch, world)
-    sampler = ResumableSampler(len(dataset), base_seed, shuffle=True, rank=rank, world_size=world)
-    return DataLoader(SeededItems(dataset, base_seed), batch_size=per_rank, sampler=sampler, **common)
+        loader = DataLoader(dataset, batch_size=global_batch, shuffle=False, **common)
+    else:
+        per_rank = split_batch_size(global_batch, world)
+        sampler = ResumableSampler(len(dataset), base_seed, shuffle=True, rank=rank, world_size=world)
+        loader = DataLoader(SeededItems(dataset, base_seed), batch_size=per_rank, sampler=sampler, **common)
+    if len(loader) == 0:
+        raise ValueError(f'{describe_split(dataset)} has {len(dataset)} item(s), fewer than the batch size '
+                         f'{loader.batch_size}{f" per rank ({world} ranks)" if world > 1 else ""}: its loader drops '
+                         f'the last incomplete batch (as the original\'s) and would yield nothing; use a smaller '
+                         f'train.batch_size or more data')
+    return loader
+
+
+def describe_split(dataset: Dataset) -> str:
+    """"split 'test' of <dataroot>" for messages."""
+    inner = getattr(dataset, 'dataset', dataset)
+    return f"split '{getattr(inner, 'split', '?')}' of {getattr(inner, 'dataroot', type(inner).__name__)}"
 
 
 def build_split(opt: dict, split: str) -> Dataset:
     return build_dataset_from_config(opt, split)
+
+
+def preflight(opt: dict, datasets: dict[str, Dataset], eval_split: str, dist: DistContext | None) -> None:
+    """Start-up checks before anything is written: output folders, split files, evaluation size (main rank)."""
+    if dist is not None and not dist.is_main:
+        return
+    from utils import preflight as F
+    F.check_writable(opt['paths'], opt['exp_name'])
+    note = F.check_split_files(datasets.values())
+    F.check_eval_item(datasets[eval_split], eval_split)
+    print(f'start-up checks passed: {note}')
+
+
+def claim_folder(opt: dict, dist: DistContext | None, names: list[str], command: str) -> list:
+    """Lock the experiment folder for this run (main rank), then delete temp files of interrupted saves."""
+    if dist is not None and not dist.is_main:
+        return []
+    from utils.checkpoint import remove_stale_temp_files
+    from utils.run_lock import RunLock
+    folder = os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'])
+    locks = [RunLock(folder, name, command).acquire() for name in names]
+    _HELD_LOCKS.extend(locks)
+    removed = remove_stale_temp_files([os.path.join(p, opt['exp_name']) for p in opt['paths'].values()])
+    if removed:
+        print(f'removed {len(removed)} leftover temp file(s) of interrupted saves: '
+              + ', '.join(os.path.basename(p) for p in removed))
+    return locks
+
+
+_HELD_LOCKS: list = []
+
+
+def release_folder() -> None:
+    """Release the locks claim_folder took (also done at interpreter exit)."""
+    while _HELD_LOCKS:
+        _HELD_LOCKS.pop().release()
+
+
+class NoFiniteValidationError(ValueError):
+    """Every validation of a run gave a NaN/inf score."""
+
+
+@dataclass
+class ValidationWatch:
+    """Counts validations and those with a finite score, so a run that never had one can say so."""
+    split: str
+    refer: dict
+    count: int = 0
+    finite: int = 0
+    example: str = ''
+
+    def add(self, metrics: dict) -> float:
+        """Record one validation; returns its score."""
+        from utils.metrics import score
+        value = score(metrics, self.refer) if metrics else math.nan
+        if metrics:
+            self.count += 1
+            if math.isfinite(value):
+                self.finite += 1
+            elif not self.example:
+                bad = [f'{t}/{k} = {v}' for t, m in metrics.items() for k, v in m.items()
+                       if not math.isfinite(float(v))]
+                self.example = bad[0] if bad else f'score = {value}'
+        return value
+
+    def check(self, what: str) -> None:
+        """Raise when this process validated and never got a finite score."""
+        if self.count and not self.finite:
+            raise NoFiniteValidationError(
+                f'{what}: none of the {self.count} validation(s) gave a finite score ({self.example}), so no best '
+                f'was saved; check the labels of split \'{self.split}\' (non-finite or all-invalid values) and the '
+                f'loss lines in loss.txt')
+
+
+def report_policy_best(env, opt: dict, first_best_iter: int) -> None:
+    """Say so when policy learning ended without a `best` checkpoint (re-train.py defaults to policy_iter: best)."""
+    path = env.checkpoint_file('best')
+    if os.path.exists(path):
+        return
+    print(f'note: no policy `best` was written ({path}): the validation score counts from iteration '
+          f'{first_best_iter} on and the run ended at iteration {env.state.current_iter}. For re-train.py set '
+          f'train.policy_iter: latest, or run longer (train.total_iters).')
 
 
 class InfiniteLoader:
@@ -150,8 +247,8 @@ class InfiniteLoader:
 
     def __init__(self, loader: DataLoader):
         if len(loader) == 0:
-            raise ValueError(f'the data loader is empty: {len(loader.dataset)} images with batch size '
-                             f'{loader.batch_size} and drop_last; use a smaller batch_size or more data')
+            raise ValueError(f'{describe_split(loader.dataset)}: the data loader is empty ({len(loader.dataset)} '
+                             f'images, batch size {loader.batch_size}, drop_last); use a smaller batch_size or more data')
         self.loader = loader
         self.batches_per_epoch = len(loader)
         self.epoch = 0
@@ -223,7 +320,17 @@ def resume_state_path(opt: dict, prefix: str = '') -> str:
     return os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'], f'{prefix}resume_state.pth.tar')
 
 
-def save_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> None:
+@dataclass
+class RunRecord:
+    """What a resume state records beside the weights: the validated config and the dated config changes."""
+    config: dict
+    history: list[str]
+
+    def extra(self) -> dict:
+        return {'config': self.config, 'config_history': list(self.history)}
+
+
+def save_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader'], record: RunRecord | None = None) -> None:
     """Everything an interrupted run needs to continue exactly; every rank's RNG goes to rank 0."""
     from utils.seeding import get_rng_state
     rng = get_rng_state()
@@ -234,26 +341,117 @@ def save_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> N
         rng_states = gathered
     else:
         rng_states = [rng]
-    env.save_resume(path, {'rng': rng_states, 'loaders': {k: v.state_dict() for k, v in loaders.items()}})
+    extra = {'rng': rng_states, 'loaders': {k: v.state_dict() for k, v in loaders.items()}}
+    extra.update(record.extra() if record is not None else {})
+    env.save_resume(path, extra)
 
 
-def load_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> bool:
-    """Restore a run from `path` if it exists; returns whether it did."""
+def load_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> dict | None:
+    """Restore a run from `path` if it exists; returns its payload (None when there is none)."""
     if not os.path.exists(path):
-        return False
+        return None
+    from utils.checkpoint import CheckpointError
     from utils.seeding import set_rng_state
-    payload = env.load_resume(path)
+    try:
+        payload = env.load_resume(path)
+    except CheckpointError as err:
+        raise CheckpointError(f'{err}\n(the resume state of an interrupted run: delete it or run with --fresh '
+                              f'to start over)') from None
     for name, state in payload.get('loaders', {}).items():
         if name in loaders:
             loaders[name].load_state_dict(state)
     rng_states = payload['rng']
     rank = env.dist.rank if env.is_distributed else 0
     set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
-    return True
+    return payload
+
+
+def run_progress(path: str, total_key: str, fallback_total: int | None = None) -> tuple[int, int] | None:
+    """(iteration, total) of the run whose resume state is `path`, or None when there is none.
+
+    `total_key` is 'total_iters' or 'retrain_total_iters' of the config the run recorded (docs/reliability.md).
+    """
+    if not os.path.exists(path):
+        return None
+    try:  # mmap: only the counters are read, not the weights
+        payload = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        train = (payload.get('config') or {}).get('train') or {}
+        total = train.get(total_key) or train.get('total_iters') or fallback_total
+        return (int(payload['state']['current_iter']), int(total)) if total is not None else None
+    except Exception:  # noqa: BLE001 - an unreadable state is reported where it is resumed
+        return None
+
+
+class ConfigChangedError(ValueError):
+    """A resume state was written with another config."""
+
+
+def resume_checked(env, path: str, loaders: dict[str, 'InfiniteLoader'], opt: dict, script: str,
+                   accept_changes: bool, extra: dict | None = None) -> tuple[dict | None, RunRecord]:
+    """load_resume_state, then refuse (or with `accept_changes` apply and record) a changed config.
+
+    Returns the payload (None without a resume state) and the record the next saves carry.
+    """
+    from utils.config import config_changes, recorded_config
+    record = RunRecord({**recorded_config(opt), **(extra or {})}, [])
+    payload = load_resume_state(env, path, loaders)
+    if payload is None:
+        return None, record
+    record.history = [str(line) for line in payload.get('config_history', [])]
+    if 'config' not in payload:
+        print(f'notice: {path} holds no config record (written by an older version); resuming without comparing')
+        return payload, record
+    changes = config_changes(payload['config'], record.config, script)
+    if not changes:
+        return payload, record
+    iteration = int(payload['state']['current_iter'])
+    if not accept_changes:
+        raise ConfigChangedError(
+            f'{opt["_source"] if "_source" in opt else "the config"}: changed since the run in {path} started '
+            f'(it would resume at iteration {iteration}):\n' + '\n'.join(f'  {line}' for line in changes)
+            + '\nStart over with --fresh, or resume with the new values with --resume_with_changes.')
+    apply_new_hyperparameters(env, temperature=script == 'train_policy')
+    stamp = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+    record.history.append(f'# changed at iteration {iteration} on {stamp}: ' + '; '.join(changes))
+    if env.is_main:
+        print(f'resuming at iteration {iteration} with the changed config:\n' + '\n'.join(f'  {c}' for c in changes))
+    return payload, record
+
+
+def apply_new_hyperparameters(env, temperature: bool) -> None:
+    """After a resume, make the optimisers, schedulers and temperature follow env.opt, as if the run had
+    used the new values from its start (a resume state restores the old learning rates and StepLR settings)."""
+    train_opt = env.opt['train']
+    current, env.optimizers = env.optimizers, {}
+    env.define_optimizers(policy_learning=env.state.alternation_started)
+    fresh, env.optimizers = env.optimizers, current
+    sched = env.schedulers.get('weights')
+    if sched is not None:
+        policy = env.state.alternation_started and not (env.opt.get('quirks') or {}).get(
+            'weight_lr_schedule_after_warmup', False)
+        prefix = 'policy_decay_lr' if policy else 'decay_lr'
+        sched.step_size, sched.gamma = int(train_opt[f'{prefix}_freq']), float(train_opt[f'{prefix}_rate'])
+    for name, optimizer in current.items():
+        bases = [group['lr'] for group in fresh[name].param_groups]
+        factor = sched.gamma ** (sched.last_epoch // sched.step_size) if sched is not None and name == 'weights' else 1.0
+        for group, base in zip(optimizer.param_groups, bases):
+            group['lr'], group['initial_lr'] = base * factor, base
+        if sched is not None and name == 'weights':
+            sched.base_lrs = list(bases)
+            sched._last_lr = [group['lr'] for group in optimizer.param_groups]
+    if temperature:
+        env.state.temperature = float(train_opt['init_temp']) * float(train_opt['decay_temp']) ** env.state.p_epoch
+        env.decay_temp = float(train_opt['decay_temp'])
+
+
+def options_text(opt: dict, record: RunRecord) -> str:
+    """opt.txt: the options, then every dated config change of the run."""
+    from utils.config import format_options
+    return format_options(opt) + ''.join(f'{line}\n' for line in record.history)
 
 
 def finish_iteration(env, latest_label: str, latest_freq: int | None, total_iters: int, saved_latest: bool,
-                     resume_path: str, loaders: dict[str, 'InfiniteLoader']) -> None:
+                     resume_path: str, loaders: dict[str, 'InfiniteLoader'], record: RunRecord | None = None) -> None:
     """End of an iteration: `latest` every latest_freq iterations, then the resume state whenever
     `latest` was written (and after the last iteration), so the counters, best score and RNG in
     it are all current; then the testing kill hook."""
@@ -262,7 +460,7 @@ def finish_iteration(env, latest_label: str, latest_freq: int | None, total_iter
         env.save_label(latest_label)
         saved_latest = True
     if saved_latest or iteration == total_iters:
-        save_resume_state(env, resume_path, loaders)
+        save_resume_state(env, resume_path, loaders, record)
     maybe_inject_kill(iteration)
 
 
