@@ -18,50 +18,108 @@ from models import policy as P  # noqa: E402
 from utils import checkpoint as C  # noqa: E402
 from utils import training as T  # noqa: E402
 from utils.cli import parse_args, run_main  # noqa: E402
-from utils.config import check_exp_ids, format_options, load_config  # noqa: E402
+from utils.config import check_exp_ids, load_config, recorded_config  # noqa: E402
 from utils.device import barrier, cleanup_distributed, init_distributed  # noqa: E402
 from utils.logging import RunLogger  # noqa: E402
-from utils.metrics import score  # noqa: E402
 from utils.seeding import fix_random_seed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(__doc__.splitlines()[0], argv)
+    args = parse_args(__doc__.splitlines()[0], argv, script='re-train')
     opt = load_config(args.config, 're-train')
     check_exp_ids(opt, args.exp_ids, args.config)
     dist = init_distributed(args.gpus)
     try:
-        T.make_dirs(opt, dist)
+        # Start-up checks first: a failed start writes nothing (docs/reliability.md).
+        eval_split = T.validation_split(opt)
+        datasets = {'train': T.build_split(opt, 'train'), eval_split: T.build_split(opt, eval_split)}
+        T.make_loader(opt, datasets['train'], True, dist)
+        T.make_loader(opt, datasets[eval_split], False, dist)
+        T.preflight(opt, datasets, eval_split, dist)
+        T.claim_folder(opt, dist, [f'retrain{e:03d}' for e in args.exp_ids], ' '.join(sys.argv))
         logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
-        logger.write_options(format_options(opt))
         for exp_id in args.exp_ids:
-            best = retrain_one(opt, exp_id, dist, logger, fresh=args.fresh)
+            best = retrain_one(opt, exp_id, dist, logger, fresh=args.fresh, datasets=datasets,
+                               accept_changes=args.resume_with_changes, allow_unfinished=args.allow_unfinished)
             if dist.is_main:
-                print(f'exp_id {exp_id} (seed {opt["seed"][exp_id]}): best validation metrics {best}')
+                print(f'exp_id {exp_id} (seed {opt["seed"][exp_id]}): {best}')
         logger.close()
     finally:
+        T.release_folder()
         cleanup_distributed()
     return 0
 
 
-def obtain_policy(env: AdaShareEnv, opt: dict, seed: int, dist) -> list[torch.Tensor]:
-    """Load `policyIter<it>_rs<seed>.pickle`, or sample it from the policy-learning checkpoint (SPEC §4.5)."""
+def _source_record(env: AdaShareEnv, opt: dict, policy_iter: str) -> dict | None:
+    """Label, iteration, logits hash and completeness of the policy-learning checkpoint, None if it is absent."""
+    path = env.checkpoint_file(policy_iter)
+    if not os.path.exists(path):
+        return None
+    state = C.load_checkpoint(path)
+    progress = T.run_progress(T.resume_state_path(opt), 'total_iters', int(opt['train']['total_iters']))
+    return {'checkpoint': os.path.basename(path), 'label': policy_iter, 'iteration': int(state.get('iter', 0)),
+            'logits_sha256': C.logits_digest(state['mtl-net']),
+            'run_complete': None if progress is None else progress[0] >= progress[1],
+            'run_iteration': None if progress is None else list(progress)}
+
+
+def _refuse_unfinished(source: dict, opt: dict, allow: bool) -> None:
+    """A policy-learning run whose resume state shows it unfinished is refused unless --allow_unfinished."""
+    if source.get('run_complete') is not False:
+        return
+    done, total = source['run_iteration']
+    message = (f'{T.resume_state_path(opt)}: the policy-learning run is unfinished (iteration {done} of {total}), '
+               f'so its {source["checkpoint"]} is not final')
+    if not allow:
+        raise ValueError(f'{message}; finish it (python train_policy.py --config <yaml>) or pass --allow_unfinished')
+    print(f'warning: {message} (--allow_unfinished)')
+
+
+def obtain_policy(env: AdaShareEnv, opt: dict, seed: int, dist, allow_unfinished: bool = False) -> list[torch.Tensor]:
+    """Load `policyIter<it>_rs<seed>.pickle`, or sample it from the policy-learning checkpoint (SPEC §4.5).
+
+    A pickle whose source record (`.source.json`) no longer matches the checkpoint is re-sampled; a pickle
+    without a record (tools.random_policies, older versions) is used as it is (docs/reliability.md).
+    """
     policy_iter = str(opt['train']['policy_iter'])
     path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
-    if os.path.exists(path):
+    recorded = C.load_policy_source(path) if os.path.exists(path) else None
+    if os.path.exists(path) and recorded is None:
         return C.load_policy(path)
-    env.load_label(policy_iter, hint=f'policy learning writes it: python train_policy.py --config <yaml>')
+    source = _source_record(env, opt, policy_iter)
+    if recorded is not None:
+        if source is None:
+            print(f'note: {env.checkpoint_file(policy_iter)} is gone; using {path} as it is')
+            return C.load_policy(path)
+        _refuse_unfinished(source, opt, allow_unfinished)
+        if (recorded.get('logits_sha256'), recorded.get('iteration')) == (source['logits_sha256'], source['iteration']):
+            return C.load_policy(path)
+        print(f're-sampling the policy (seed {seed}): {source["checkpoint"]} changed since {os.path.basename(path)} '
+              f'was sampled (iteration {recorded.get("iteration")} → {source["iteration"]}, logits '
+              f'{str(recorded.get("logits_sha256"))[:12]} → {source["logits_sha256"][:12]})')
+    elif source is not None:
+        _refuse_unfinished(source, opt, allow_unfinished)
+    env.load_label(policy_iter, hint=_policy_hint(env, policy_iter))
     probs = env.execute_probabilities()
     policies = P.sample_policy_numpy([lg.detach() for lg in env.policy_logits()])
     if dist.is_main:
-        C.save_policy(path, policies, env.tasks)
+        C.save_policy(path, policies, env.tasks, source=source)
         print(f'sampled policy (seed {seed}) from {env.checkpoint_file(policy_iter)}, saved {path}:\n'
               + C.format_policy_table(policies, env.tasks, probabilities=probs))
     return policies
 
 
-def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = False) -> dict | None:
-    """Retrain the architecture of one seed; returns its best validation metrics."""
+def _policy_hint(env: AdaShareEnv, policy_iter: str) -> str:
+    """How to get the policy-learning checkpoint: a finished run without `best` needs policy_iter: latest."""
+    if policy_iter == 'best' and os.path.exists(env.checkpoint_file('latest')):
+        return ('policy learning wrote no best (its score counts only after the "best" threshold); set '
+                'train.policy_iter: latest, or run train_policy.py longer')
+    return 'policy learning writes it: python train_policy.py --config <yaml>'
+
+
+def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = False, datasets: dict | None = None,
+                accept_changes: bool = False, allow_unfinished: bool = False) -> str:
+    """Retrain the architecture of one seed; returns a line on its best validation score."""
     train_opt = opt['train']
     seed = int(opt['seed'][exp_id])
     policy_iter = str(train_opt['policy_iter'])
@@ -77,7 +135,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
             policies = C.load_policy(path, hint='run re-train.py without retrain_resume first')
     elif env.has_policy:
         init_state = copy.deepcopy(env.network.state_dict())
-        policies = obtain_policy(env, opt, seed, dist)
+        policies = obtain_policy(env, opt, seed, dist, allow_unfinished)
         if opt.get('retrain_from_pl'):
             env.load_label(policy_iter)
         else:
@@ -88,10 +146,11 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
         barrier()
         torch.manual_seed(seed + dist.rank)
 
-    trainset = T.build_split(opt, 'train')
+    datasets = datasets or {name: T.build_split(opt, name) for name in ('train', T.validation_split(opt))}
+    trainset = datasets['train']
     env.set_seg_class_weights(getattr(trainset, 'class_weights', None))
     train_iter = T.InfiniteLoader(T.make_loader(opt, trainset, True, dist, seed=seed))
-    val_loader = T.make_loader(opt, T.build_split(opt, T.validation_split(opt)), False, dist)
+    val_loader = T.make_loader(opt, datasets[T.validation_split(opt)], False, dist)
 
     if policies is not None:
         env.set_fixed_policy(policies)
@@ -104,10 +163,23 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     env.define_schedulers(policy_learning=False)
     resume_path = T.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')
     loaders = {'train': train_iter}
-    if train_opt['auto_resume'] and not fresh and T.load_resume_state(env, resume_path, loaders):
+    policy_record = {'policy_sha256': C.logits_digest({f'task{t + 1}_logits': p for t, p in enumerate(policies)})} \
+        if policies is not None else {}
+    payload, record = None, T.RunRecord({**recorded_config(opt), **policy_record}, [])
+    if train_opt['auto_resume'] and not fresh:
+        payload, record = T.resume_checked(env, resume_path, loaders, opt, 're-train', accept_changes,
+                                           extra=policy_record)
+    T.make_dirs(opt, dist)
+    logger.write_options(T.options_text(opt, record))
+    if payload is not None:
         if dist.is_main:
             print(f'resuming the interrupted retraining from {resume_path} at iteration '
                   f'{env.state.current_iter} (use --fresh to start over)')
+        logger.note(f'retrain{exp_id:03d} resumed at iteration {env.state.current_iter}')
+        if record.history and record.history[-1].startswith(f'# changed at iteration {env.state.current_iter} '):
+            logger.note(f'retrain{exp_id:03d} ' + record.history[-1].lstrip('# '))
+    else:
+        logger.note(f'retrain{exp_id:03d} {"fresh start" if fresh else "start"}')
     env.apply_phase_freezing(bool(opt.get('fix_BN', False)))  # logits frozen, weights trainable
 
     refer = T.reference_for(opt)
@@ -117,7 +189,11 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     best_label = C.retrain_label(exp_id, policy_iter, 'best')
     n_eval = T.eval_iter(opt)
     state = env.state
-    best_metrics = None
+    watch = T.ValidationWatch(T.validation_split(opt), refer)
+    if payload is not None and state.current_iter >= total:
+        return (f'the retraining in {resume_path} already finished at iteration {state.current_iter} '
+                f'(retrain_total_iters {total}); --fresh starts over, a larger retrain_total_iters continues it; '
+                + _best_line(env, best_label, state))
     bar = tqdm(total=total, initial=state.current_iter, disable=not (dist.is_main and sys.stderr.isatty()),
                dynamic_ncols=True,
                desc=f'retrain exp {exp_id}')
@@ -138,15 +214,24 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
             env.save_label(latest)
             if dist.is_main:
                 logger.log_metrics(it, metrics, f'retrain{exp_id:03d}_val')
-                value = score(metrics, refer)
+                value = watch.add(metrics)
                 bar.write(f'[retrain {exp_id} {it}] validation score {value:.4f}: {metrics}')
                 if value > state.best_value:
                     state.best_value = value
-                    best_metrics = metrics
                     env.save_label(best_label)
-        T.finish_iteration(env, latest, train_opt.get('latest_freq'), total, saved_latest, resume_path, loaders)
+        T.finish_iteration(env, latest, train_opt.get('latest_freq'), total, saved_latest, resume_path, loaders,
+                           record)
     bar.close()
-    return best_metrics
+    if dist.is_main:
+        watch.check(f're-train.py exp_id {exp_id}')
+    return _best_line(env, best_label, state)
+
+
+def _best_line(env: AdaShareEnv, best_label: str, state) -> str:
+    path = env.checkpoint_file(best_label)
+    if not os.path.exists(path):
+        return 'no best checkpoint was written (no validation score above 0)'
+    return f'best validation score {state.best_value:.4f}, saved {path}'
 
 
 

@@ -9,6 +9,7 @@ architecture, its size (# Params, parameters, GFLOPs at the evaluation size) and
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -31,16 +32,46 @@ def main(argv: list[str] | None = None) -> int:
     opt = load_config(args.config, 'test')
     exp_ids = check_exp_ids(opt, args.exp_ids, args.config)
     device = resolve_device(args.gpus)
-    T.make_dirs(opt, None)
-    RunLogger(opt['paths']['log_dir'], opt['exp_name']).write_options(format_options(opt))
-
     testset = T.build_split(opt, 'test')
     loader = T.make_loader(opt, testset, False, None, batch_size=1)
+    T.preflight(opt, {'test': testset}, 'test', None)  # before anything is written (docs/reliability.md)
+    T.make_dirs(opt, None)
+    RunLogger(opt['paths']['log_dir'], opt['exp_name']).write_options(format_options(opt))
     env = AdaShareEnv(opt, device, None, is_train=False,
                       seg_class_weights=getattr(testset, 'class_weights', None))
     for exp_id in exp_ids:
         evaluate_one(opt, env, loader, exp_id)
     return 0
+
+
+def finite_metrics(metrics: dict) -> tuple[dict, dict]:
+    """Metrics with NaN/inf replaced by None (strict JSON), and `{task/metric: reason}` for each of them."""
+    clean: dict = {}
+    undefined: dict = {}
+    for task, table in metrics.items():
+        clean[task] = {}
+        for name, value in table.items():
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                clean[task][name] = None
+                undefined[f'{task}/{name}'] = (f'{value} over the split: no valid pixel, or non-finite predictions; '
+                                               f'check the {task} labels of the test split')
+            else:
+                clean[task][name] = value
+    return clean, undefined
+
+
+def retraining_complete(opt: dict, exp_id: int) -> bool | None:
+    """Whether the retraining of `exp_id` ran all its iterations (from its resume state; None if unknown)."""
+    prefix = f'retrain{exp_id:03d}_policyIter{opt["train"]["policy_iter"]}_'
+    path = T.resume_state_path(opt, prefix=prefix)
+    progress = T.run_progress(path, 'retrain_total_iters')
+    if progress is None:
+        return None
+    if progress[0] < progress[1]:
+        print(f'warning: exp_id {exp_id}: the retraining is unfinished (iteration {progress[0]} of {progress[1]}, '
+              f'{path}); its result is marked "run_complete": false')
+        return False
+    return True
 
 
 def evaluate_one(opt: dict, env: AdaShareEnv, loader, exp_id: int) -> str:
@@ -63,15 +94,23 @@ def evaluate_one(opt: dict, env: AdaShareEnv, loader, exp_id: int) -> str:
 
     metrics = env.validate(loader, 'eval_fixed', eval_iter=-1)
     print(metrics)
+    metrics, undefined = finite_metrics(metrics)
     result.update(metrics)
+    if undefined:
+        result['undefined_metrics'] = undefined
+        print('warning: undefined metrics (written as null): ' + '; '.join(f'{k}: {v}' for k, v in undefined.items()))
     if policies is not None:
         result['policy'] = {f'task{t + 1}_policy': pol.tolist() for t, pol in enumerate(policies)}
     result['architecture'] = env.architecture
     result['model_size'] = model_size(env.network, eval_size(opt), policies)
     try:
-        result['val_score'] = score(metrics, T.reference_for(opt))
+        value = score(metrics, T.reference_for(opt)) if not undefined else float('nan')
+        result['val_score'] = value if math.isfinite(value) else None
     except ValueError:
         pass  # no reference table for this dataset/task combination
+    complete = retraining_complete(opt, exp_id)
+    if complete is not None:
+        result['run_complete'] = complete
     out = os.path.join(opt['paths']['result_dir'], opt['exp_name'], f'test_metrics_exp{exp_id:03d}.json')
     C.atomic_write_json(out, result)
     print(f'wrote {out}')

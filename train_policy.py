@@ -18,33 +18,33 @@ from tqdm import tqdm  # noqa: E402
 from envs import AdaShareEnv  # noqa: E402
 from utils.checkpoint import format_policy_table  # noqa: E402
 from utils.cli import parse_args, run_main  # noqa: E402
-from utils.config import format_options, load_config  # noqa: E402
+from utils.config import load_config, recorded_config  # noqa: E402
 from utils.device import cleanup_distributed, init_distributed  # noqa: E402
 from utils.logging import RunLogger  # noqa: E402
-from utils.metrics import score  # noqa: E402
 from utils.seeding import fix_random_seed  # noqa: E402
 from utils import training as T  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(__doc__.splitlines()[0], argv)
+    args = parse_args(__doc__.splitlines()[0], argv, script='train_policy')
     opt = load_config(args.config, 'train_policy')
     dist = init_distributed(args.gpus)
     try:
-        return _train(opt, dist, fresh=args.fresh)
+        return _train(opt, dist, fresh=args.fresh, accept_changes=args.resume_with_changes)
     finally:
+        T.release_folder()
         cleanup_distributed()
 
 
-def _train(opt: dict, dist, fresh: bool = False) -> int:
+def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -> int:
     fix_random_seed(opt['seed'][0])
-    T.make_dirs(opt, dist)
-    logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
-    logger.write_options(format_options(opt))
-
+    # Start-up checks first: a failed start writes nothing (docs/reliability.md).
+    eval_split = T.validation_split(opt)
     trainsets = {name: T.build_split(opt, name) for name in ('train', 'train1', 'train2')}
+    valset = T.build_split(opt, eval_split)
     loaders = {name: T.make_loader(opt, dataset, True, dist) for name, dataset in trainsets.items()}
-    val_loader = T.make_loader(opt, T.build_split(opt, T.validation_split(opt)), False, dist)
+    val_loader = T.make_loader(opt, valset, False, dist)
+    T.preflight(opt, {**trainsets, eval_split: valset}, eval_split, dist)
     train_opt = opt['train']
     if train_opt.get('weight_iter_alternate') is None:
         train_opt['weight_iter_alternate'] = len(loaders['train1'])
@@ -54,6 +54,7 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
                         weight_iter_alternate=int(train_opt['weight_iter_alternate']),
                         alpha_iter_alternate=int(train_opt['alpha_iter_alternate']),
                         print_freq=int(train_opt['print_freq']), val_freq=int(train_opt['val_freq']))
+    T.claim_folder(opt, dist, ['train_policy'], ' '.join(sys.argv))
 
     env = AdaShareEnv(opt, dist.device, dist, is_train=True,
                       seg_class_weights=getattr(trainsets['train'], 'class_weights', None))
@@ -63,11 +64,28 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
     iters = {name: T.InfiniteLoader(loader) for name, loader in loaders.items()}
     fix_bn = bool(opt.get('fix_BN', False))
     resume_path = T.resume_state_path(opt)
-    if train_opt['auto_resume'] and not fresh and T.load_resume_state(env, resume_path, iters):
+    payload, record = (None, T.RunRecord(recorded_config(opt), []))
+    if train_opt['auto_resume'] and not fresh:
+        payload, record = T.resume_checked(env, resume_path, iters, opt, 'train_policy', accept_changes)
+    T.make_dirs(opt, dist)
+    logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
+    logger.write_options(T.options_text(opt, record))
+    if payload is not None:
+        if dist.is_main and env.state.current_iter >= loop.total_iters:
+            print(f'the run in {resume_path} already finished at iteration {env.state.current_iter} '
+                  f'(total_iters {loop.total_iters}): nothing to do; --fresh starts over, a larger total_iters '
+                  f'continues it')
+            logger.close()
+            return 0
         if dist.is_main:
             print(f'resuming the interrupted run from {resume_path} at iteration {env.state.current_iter} '
                   f'(use --fresh to start over)')
-    elif train_opt.get('resume'):
+        logger.note(f'resumed at iteration {env.state.current_iter}')
+        if record.history and record.history[-1].startswith(f'# changed at iteration {env.state.current_iter} '):
+            logger.note(record.history[-1].lstrip('# '))
+    else:
+        logger.note('fresh start' if fresh else 'start')
+    if payload is None and train_opt.get('resume'):
         # The original's resume: weights, iter and temp from `which_iter`; fresh logits and optimisers.
         env.load_label(train_opt['which_iter'],
                        hint='policy learning writes it: python train_policy.py --config <yaml>')
@@ -82,6 +100,7 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
     policy_on = bool(opt.get('policy', True))
     state = env.state
     n_eval = T.eval_iter(opt)
+    watch = T.ValidationWatch(eval_split, refer)
 
     bar = tqdm(total=loop.total_iters, initial=state.current_iter, dynamic_ncols=True,
                disable=not (dist.is_main and sys.stderr.isatty()))
@@ -91,19 +110,22 @@ def _train(opt: dict, dist, fresh: bool = False) -> int:
         it = state.current_iter
         bar.update(1)
         if it < loop.warm_up_iters:
-            saved_latest = _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist)
+            saved_latest = _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, watch)
         else:
             saved_latest = _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist,
-                                                  refer, best_after, policy_on, fix_bn)
+                                                  refer, best_after, policy_on, fix_bn, watch)
         T.finish_iteration(env, 'latest', train_opt.get('latest_freq'), loop.total_iters, saved_latest,
-                           resume_path, iters)
+                           resume_path, iters, record)
     bar.close()
     logger.close()
+    if dist.is_main:
+        watch.check(f'train_policy.py ({opt["exp_name"]})')
+        T.report_policy_best(env, opt, loop.warm_up_iters + best_after)
     return 0
 
 
 
-def _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist) -> bool:
+def _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, watch) -> bool:
     """One warm-up step on `train` with the shared network; returns whether `latest` was saved."""
     it = env.state.current_iter
     bar.set_description('warm-up')
@@ -113,14 +135,14 @@ def _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist) -
         _log_losses(logger, bar, it, 'warmup', losses, env)
     if it % loop.val_freq == 0:
         metrics = env.validate(val_loader, 'eval_shared', n_eval, extras=True) if dist.is_main else {}
-        _log_metrics(logger, bar, it, metrics)
+        _log_metrics(logger, bar, it, metrics, watch)
         env.save_label('latest')
         return True
     return False
 
 
 def _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, refer, best_after,
-                           policy_on, fix_bn) -> bool:
+                           policy_on, fix_bn, watch) -> bool:
     """One weight (train1) or policy (train2) step of the alternation; returns whether `latest` was saved."""
     state = env.state
     it = state.current_iter
@@ -143,10 +165,9 @@ def _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, di
         env.free_alpha()
         mode = 'eval_policy' if policy_on else 'eval_shared'
         metrics = env.validate(val_loader, mode, n_eval, extras=True) if dist.is_main else {}
-        _log_metrics(logger, bar, it, metrics)
+        value = _log_metrics(logger, bar, it, metrics, watch)
         env.save_label('latest')
         if dist.is_main and it - loop.warm_up_iters >= best_after:
-            value = score(metrics, refer)
             logger.log_scalars('val', {'score': value}, it)
             if value > state.best_value:
                 state.best_value = value
@@ -176,12 +197,15 @@ def _log_losses(logger: RunLogger, bar: tqdm, it: int, phase: str, losses: dict,
     bar.write(T.loss_line(f'{phase} {it}', values))
 
 
-def _log_metrics(logger: RunLogger, bar: tqdm, it: int, metrics: dict) -> None:
+def _log_metrics(logger: RunLogger, bar: tqdm, it: int, metrics: dict, watch: T.ValidationWatch) -> float:
+    """Log one validation; returns its score (NaN on ranks that do not validate)."""
     if not metrics:
-        return
+        return float('nan')
+    value = watch.add(metrics)
     logger.log_metrics(it, metrics, 'val')
     text = '; '.join(f"{task}: " + ', '.join(f'{k} {v:.4f}' for k, v in m.items()) for task, m in metrics.items())
     bar.write(f'[{it}] validation: {text}')
+    return value
 
 
 def _log_policy(logger: RunLogger, bar: tqdm, it: int, env: AdaShareEnv) -> None:

@@ -10,6 +10,7 @@ and in `optimize` (the fp16 GradScaler); with their defaults the float32 numeric
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -339,7 +340,12 @@ class AdaShareEnv(BaseEnv):
         if (self.opt.get('train') or {}).get('nonfinite', 'stop') == 'skip':
             print(f'warning: {where}: batch skipped (train.nonfinite: skip)')
             return False
-        raise NonFiniteLossError(f'{where}. Stopped before the update; the last saved checkpoint is kept. '
+        names = self.batch.get('name')
+        files = f' (batch files: {", ".join(map(str, names))})' if isinstance(names, (list, tuple)) and names else ''
+        folder = os.path.dirname(self.checkpoint_file('latest'))
+        saved = sorted(n for n in (os.listdir(folder) if os.path.isdir(folder) else []) if n.endswith('_model.pth.tar'))
+        kept = f'the checkpoints saved so far ({", ".join(saved)}) are kept' if saved else 'no checkpoint was saved yet'
+        raise NonFiniteLossError(f'{where}{files}. Stopped before the update; {kept}. '
                                  f'Set train.nonfinite: skip to skip such batches instead.')
 
     # ---------------------------------------------------------------- validation
