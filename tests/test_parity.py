@@ -6,10 +6,10 @@ on a CPU through the protocol described in docs/parity.md. This test drives the 
 every optimiser step (task losses, regularisers, total, gates, learning rate), the state_dict checksums
 after every phase, the RNG fingerprints and the validation metrics.
 
-Under the golden's conditions (torch 2.14.1, CPU, 2 intra-op threads) everything must be bit-equal.
-Elsewhere float reductions may legitimately differ in the last bits, and Adam amplifies such noise
-over the steps, so the test still runs the whole protocol but asserts closeness with the measured
-tolerances of `DRIFT` and says so in its output; it never skips.
+Under the golden's conditions (torch 2.14.1, CPU, 2 intra-op threads, ATen's AVX-512 path) everything
+must be bit-equal. Elsewhere float reductions may legitimately differ in the last bits, and Adam amplifies
+such noise over the steps, so the test still runs the whole protocol but asserts closeness within the
+measured bounds of `DRIFT` and says so in its output; it never skips.
 """
 from __future__ import annotations
 
@@ -40,19 +40,18 @@ CPU = torch.device('cpu')
 pytestmark = pytest.mark.slow
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Relative tolerances of the closeness mode (another torch build or thread count)."""
-    loss: float
-    weights_sum: float
-    metric: float
+GOLDEN_CPU = 'AVX512'  # ATen's vector path; measured: the avx2 path (ATEN_CPU_CAPABILITY=avx2) rounds differently
 
-
-# Measured with 1 thread instead of 2 on torch 2.14.1 (AVX2 and AVX-512 CPUs): the largest relative
-# differences over both protocols were about 1e-5 for the losses, 1e-4 for the state_dict sums and
-# 1e-4 for the metrics (the 36 steps are too few for the drift to grow further); the bounds below
-# leave a factor of about 10.
-DRIFT = Tolerance(loss=1e-4, weights_sum=1e-3, metric=1e-3)
+# Closeness mode: the largest relative difference allowed per kind of value, where "relative" is to the
+# golden value (losses, metrics), to the largest golden entry (gates, logits; at least 1 for the
+# regularisers, as the sharing loss starts at exactly 0), or to the sum of the absolute values of the
+# tensor (state_dict sums, which can be near 0). Measured largest differences over both protocols with
+# 1 thread (AVX-512 and ATEN_CPU_CAPABILITY=default) and with 2 threads on the avx2 path: losses 0.02
+# (nyu3 depth, policy step 3), regularisers 7e-4, gates 8e-5, final logits 4e-3, state_dict sums 0.1
+# (small head biases), metrics 5e-3 (Angle 11.25: a pixel crossing the threshold). Adam turns the
+# last-bit differences of the first steps into lr-sized weight differences, so these are drift bounds,
+# set at about 5 times the measured values. Sampled policies and RNG states must still be equal.
+DRIFT = {'loss': 0.1, 'regulariser': 5e-3, 'gates': 5e-4, 'logits': 2e-2, 'weights': 0.5, 'metric': 3e-2}
 
 
 @pytest.fixture(scope='module')
@@ -69,9 +68,15 @@ def golden_threads():
     torch.set_num_threads(before)
 
 
+def conditions() -> str:
+    return (f'torch {torch.__version__.split("+")[0]}, {torch.get_num_threads()} threads, '
+            f'{torch.backends.cpu.get_cpu_capability()}')
+
+
 def exact_conditions() -> bool:
-    """True where bit-equality is expected: the golden's torch version and thread count, on the CPU."""
-    return torch.__version__.split('+')[0] == GOLDEN_TORCH and torch.get_num_threads() == GOLDEN_THREADS
+    """True where bit-equality is expected: the golden's torch version, thread count and CPU vector path."""
+    return conditions() == f'torch {GOLDEN_TORCH}, {GOLDEN_THREADS} threads, {GOLDEN_CPU}'
+
 
 
 # ------------------------------------------------------------------------------------------ fingerprints
@@ -95,79 +100,81 @@ def torch_rng_sha256() -> str:
 # ------------------------------------------------------------------------------------------ comparison
 @dataclass
 class Comparison:
-    """Collects every mismatch instead of stopping at the first, and counts the steps that match."""
+    """Collects every mismatch instead of stopping at the first, and counts the steps that are bit-equal."""
     exact: bool
     problems: list[str] = field(default_factory=list)
     steps_equal: int = 0
     steps: int = 0
-    worst: dict[str, float] = field(default_factory=lambda: {'loss': 0.0, 'weights_sum': 0.0, 'metric': 0.0})
+    worst: dict[str, tuple[float, str]] = field(default_factory=dict)
+    step_bit_equal: bool = True
 
-    def _track(self, kind: str, ours: float, theirs: float) -> None:
-        """Largest relative difference per kind (printed; how DRIFT was measured)."""
-        if math.isfinite(ours) and math.isfinite(theirs) and theirs != 0:
-            self.worst[kind] = max(self.worst[kind], abs(ours - theirs) / abs(theirs))
+    def close(self, kind: str, label: str, difference: float, bit_equal: bool, shown: str | None) -> bool:
+        """Record a relative `difference` of `kind`; a mismatch (listed unless `shown` is None) unless it is
+        bit-equal, or off the golden's conditions within DRIFT[kind]."""
+        if difference > self.worst.get(kind, (0.0, ''))[0]:
+            self.worst[kind] = (difference, label)
+        self.step_bit_equal &= bit_equal
+        if bit_equal or (not self.exact and difference <= DRIFT[kind]):
+            return True
+        if shown is not None:
+            self.problems.append(f'{label}: {shown}')
+        return False
 
-    def same(self, label: str, ours: torch.Tensor, theirs: torch.Tensor, rtol: float) -> bool:
+    def tensor(self, kind: str, label: str, ours: torch.Tensor, theirs: torch.Tensor, floor: float = 1e-12) -> bool:
+        """Bit-equality of a tensor; its largest difference relative to the largest golden entry (at least `floor`)."""
         ours = ours.detach().cpu()
         if ours.dtype != theirs.dtype or ours.shape != theirs.shape:
-            self.problems.append(f'{label}: {ours.dtype}{list(ours.shape)} vs {theirs.dtype}{list(theirs.shape)}')
-            return False
-        if torch.equal(ours, theirs):
-            return True
-        difference = ((ours.double() - theirs.double()).abs() / theirs.double().abs().clamp_min(1e-30)).max()
-        self.worst['loss'] = max(self.worst['loss'], float(difference))
-        if not self.exact and torch.allclose(ours.double(), theirs.double(), rtol=rtol, atol=0.0):
-            return True
-        self.problems.append(f'{label}: {ours.tolist()} vs {theirs.tolist()}')
-        return False
+            return self.close(kind, label, math.inf, False, f'{ours.dtype}{list(ours.shape)} vs '
+                              f'{theirs.dtype}{list(theirs.shape)}')
+        scale = max(theirs.double().abs().max().item(), floor) if theirs.numel() else 1.0
+        difference = (ours.double() - theirs.double()).abs().max().item() / scale if theirs.numel() else 0.0
+        return self.close(kind, label, difference, torch.equal(ours, theirs), f'{ours.tolist()} vs {theirs.tolist()}')
 
     def step(self, env: AdaShareEnv, record: dict, lr: list[float], report: dict) -> None:
         """Compare one optimiser step with its golden record."""
         label = f"{record['phase']} {record['index']}"
-        ok = [lr == record['lr'] or self._note(f'{label} lr: {lr} vs {record["lr"]}'),
-              env.temperature == record['temperature'] or self._note(f'{label} temperature'),
-              self.same(f'{label} total', report['total']['total'], record['total'], DRIFT.loss)]
+        self.step_bit_equal = True
+        ok = [self.close('loss', f'{label} lr', 0.0, lr == record['lr'], f'{lr} vs {record["lr"]}'),
+              self.close('loss', f'{label} temperature', 0.0, env.temperature == record['temperature'],
+                         f'{env.temperature} vs {record["temperature"]}'),
+              self.tensor('loss', f'{label} total', report['total']['total'], record['total'])]
         for task, value in record['losses'].items():
-            ok.append(self.same(f'{label} {task}', report[task]['total'], value, DRIFT.loss))
+            ok.append(self.tensor('loss', f'{label} {task}', report[task]['total'], value))
         for name, value in (record.get('regularisers') or {}).items():
             group, _, part = name.partition('_')
-            ok.append(self.same(f'{label} {name}', report[group][part or 'total'], value, DRIFT.loss))
-        if record['gates'] is not None:
-            for t, (ours, theirs) in enumerate(zip(env.last_gates, record['gates'])):
-                ok.append(self.same(f'{label} gates task{t + 1}', ours, theirs, DRIFT.loss))
+            # The sharing loss starts at exactly 0 (equal logits): compare on the scale of 1, not its own.
+            ok.append(self.tensor('regulariser', f'{label} {name}', report[group][part or 'total'], value, floor=1.0))
+        for t, theirs in enumerate(record['gates'] or []):
+            ok.append(self.tensor('gates', f'{label} gates task{t + 1}', env.last_gates[t], theirs))
         self.steps += 1
-        self.steps_equal += all(ok)
+        self.steps_equal += all(ok) and self.step_bit_equal
 
-    def snapshot(self, env: AdaShareEnv, protocol: dict, label: str, rng: bool = True) -> None:
-        """Compare the state_dict checksums (and the RNG fingerprints) after a phase."""
+    def snapshot(self, env: AdaShareEnv, protocol: dict, label: str) -> None:
+        """Compare the state_dict checksums and the RNG fingerprints after a phase."""
         golden = protocol['snapshots'][label]
         state = env.network.state_dict()
+        if list(sorted(state)) != sorted(protocol['state_keys']):
+            self.problems.append(f'snapshot {label}: keys differ: {sorted(set(state) ^ set(protocol["state_keys"]))}')
+            return
         differing = []
         for i, key in enumerate(protocol['state_keys']):
-            if key not in state:
-                differing.append(f'{key} missing')
-                continue
-            if tensor_sha256(state[key]) == bytes(golden['sha256'][i].tolist()):
-                continue
-            ours, theirs = state[key].double().sum().item(), golden['sum'][i].item()
-            self._track('weights_sum', ours, theirs)
-            if self.exact or not math.isclose(ours, theirs, rel_tol=DRIFT.weights_sum, abs_tol=1e-6):
+            values = state[key].double()
+            ours, theirs = values.sum().item(), golden['sum'][i].item()
+            difference = abs(ours - theirs) / max(values.abs().sum().item(), 1e-12)
+            equal = tensor_sha256(state[key]) == bytes(golden['sha256'][i].tolist())
+            if not self.close('weights', f'snapshot {label} {key}', difference, equal, None):
                 differing.append(f'{key} (sum {ours!r} vs {theirs!r})')
-        if set(state) != set(protocol['state_keys']):
-            differing.append(f'extra keys {sorted(set(state) - set(protocol["state_keys"]))}')
         if differing:
             self.problems.append(f'snapshot {label}: {len(differing)} entries differ, first {differing[:3]}')
-        if rng and torch_rng_sha256() != golden['torch_rng_sha256']:
-            self.problems.append(f'snapshot {label}: torch RNG state differs')
-        if rng and numpy_rng_sha256() != golden['numpy_rng_sha256']:
-            self.problems.append(f'snapshot {label}: numpy RNG state differs')
+        for name, ours in (('torch', torch_rng_sha256()), ('numpy', numpy_rng_sha256())):
+            if ours != golden[f'{name}_rng_sha256']:
+                self.problems.append(f'snapshot {label}: the {name} RNG state differs')
 
     def metrics(self, label: str, ours: dict, theirs: dict) -> None:
-        """Validation metrics: the same keys, values within METRIC_RTOL (DRIFT.metric off the golden's conditions).
+        """Validation metrics: the same keys, values within METRIC_RTOL (DRIFT off the golden's conditions).
 
         The one deliberate deviation: mIoU is 0 where the original's is NaN (no class has a true positive).
         """
-        rtol = METRIC_RTOL if self.exact else DRIFT.metric
         for task, values in theirs.items():
             if set(ours.get(task, {})) != set(values):
                 self.problems.append(f'val {label} {task} keys: {sorted(ours.get(task, {}))} vs {sorted(values)}')
@@ -175,19 +182,18 @@ class Comparison:
             for name, value in values.items():
                 if name == 'mIoU' and math.isnan(value):
                     value = 0.0
-                self._track('metric', ours[task][name], value)
-                if not math.isclose(ours[task][name], value, rel_tol=rtol, abs_tol=1e-12):
-                    self.problems.append(f'val {label} {task} {name}: {ours[task][name]!r} vs {value!r}')
-
-    def _note(self, problem: str) -> bool:
-        self.problems.append(problem)
-        return False
+                mine = ours[task][name]
+                difference = abs(mine - value) / max(abs(value), 1e-12)
+                self.close('metric', f'val {label} {task} {name}', difference, difference <= METRIC_RTOL,
+                           f'{mine!r} vs {value!r}')
 
 
 # ------------------------------------------------------------------------------------------ the protocol
-def make_opt(protocol: dict, tmp_path: Path, script: str) -> dict:
-    """The golden's config written to a yaml with our paths, loaded as the scripts load it."""
+def make_opt(protocol: dict, tmp_path: Path, script: str, speed: dict | None = None) -> dict:
+    """The golden's config written to a yaml with our paths (and `speed` options), loaded as the scripts load it."""
     config = copy.deepcopy(protocol['config'])
+    if speed:
+        config['speed'] = speed
     config['paths'] = {k: str(tmp_path / k) for k in ('log_dir', 'result_dir', 'checkpoint_dir')}
     config['dataload']['dataroot'] = str(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -250,7 +256,7 @@ def policy_learning(protocol: dict, inputs: dict, tmp_path: Path, check: Compari
         env.state.p_epoch += 1
         check.snapshot(env, protocol, f'policy{cycle}')
     for t, (ours, theirs) in enumerate(zip(env.policy_logits(), protocol['final_logits'])):
-        check.same(f'final task{t + 1}_logits', ours, theirs, DRIFT.weights_sum)
+        check.tensor('logits', f'final task{t + 1}_logits', ours, theirs)
     if env.temperature != protocol['final_temperature']:
         check.problems.append(f'final temperature {env.temperature!r} vs {protocol["final_temperature"]!r}')
 
@@ -284,11 +290,29 @@ def test_training_matches_the_original_step_by_step(name, golden, golden_threads
     protocol = golden['protocols'][name]
     check = Comparison(exact=exact_conditions())
     if not check.exact:
-        print(f'parity {name}: torch {torch.__version__} with {torch.get_num_threads()} threads differs from the '
-              f"golden's torch {GOLDEN_TORCH}, {GOLDEN_THREADS} threads: asserting closeness with {DRIFT}")
+        print(f"parity {name}: {conditions()} differ from the golden's torch {GOLDEN_TORCH}, {GOLDEN_THREADS} "
+              f'threads, {GOLDEN_CPU}: float reductions round differently, so closeness within the measured drift '
+              f'bounds {DRIFT} is asserted instead of bit-equality')
     policy_learning(protocol, golden['inputs'], tmp_path / 'policy', check)
     retraining(protocol, golden['inputs'], tmp_path / 'retrain', check)
     total = len(protocol['steps'])
-    print(f'parity {name}: {check.steps_equal}/{total} steps bit-equal; largest relative differences {check.worst}')
+    worst = {kind: f'{value:.2g} ({where})' for kind, (value, where) in check.worst.items()}
+    print(f'parity {name}: {check.steps_equal}/{total} steps bit-equal; largest relative differences {worst}')
     assert check.steps == total
     assert not check.problems, f'{name}: {check.steps_equal}/{total} steps match; ' + '\n'.join(check.problems[:30])
+
+
+def test_masked_losses_option_is_close_but_opt_in(golden, tmp_path):
+    """speed.masked_losses (no host sync on GPUs) computes the same losses up to rounding; off by default."""
+    protocol = golden['protocols']['nyu3']
+    env = AdaShareEnv(make_opt(protocol, tmp_path / 'default', 'train_policy'), CPU, is_train=True)
+    masked_env = AdaShareEnv(make_opt(protocol, tmp_path / 'masked', 'train_policy', {'masked_losses': True}), CPU)
+    assert not env.masked_losses and masked_env.masked_losses
+    env.set_inputs(golden['inputs']['train'][0])
+    with torch.no_grad():
+        outputs = env.forward('warmup')
+        original = env.task_losses(outputs)
+        masked_env.batch = env.batch
+        masked = masked_env.task_losses(outputs)
+    for task in env.tasks:
+        assert masked[task].item() == pytest.approx(original[task].item(), rel=1e-5), task
