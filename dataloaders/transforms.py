@@ -36,7 +36,7 @@ def is_train_split(split: str) -> bool:
 # --------------------------------------------------------------------------- locating the data
 
 def generate_command(layout: str, dataroot: str) -> str:
-    return f'python -m dataloaders.synthetic --layout {layout} --out {dataroot}'
+    return f'python tools/synthetic_data.py --layout {layout} --out {dataroot}'
 
 
 def check_dataroot(dataroot: str, dataset: str, layout: str, tree: str) -> None:

@@ -290,7 +290,7 @@ def test_ablation_header_gives_its_own_commands(ablation, base):
     else:
         base_exp = load_config(base, 'test')['exp_name']
         assert f'python train_policy.py --config {base}' in header
-        assert f'python -m tools.random_policies --config {ablation} --kind {kind}' in header
+        assert f'python tools/random_policies.py --config {ablation} --kind {kind}' in header
         assert f'--source experiments/checkpoints/{base_exp}/best_model.pth.tar' in header
     if kind == 'no_sharing':
         assert 'depth-weighted' in header

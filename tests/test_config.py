@@ -6,6 +6,7 @@ import os
 import pytest
 import yaml
 
+from tools.config import main as config_main
 from utils import config as C
 from utils.config import ConfigError, check_exp_ids, format_options, load_config, schema_markdown
 
@@ -620,13 +621,13 @@ def test_schema_markdown_lists_every_key():
 
 
 def test_markdown_command_line(capsys):
-    assert C.main(['--markdown']) == 0
+    assert config_main(['--markdown']) == 0
     assert capsys.readouterr().out == schema_markdown()
 
 
 def test_check_command_line(capsys, tmp_path, base):
-    assert C.main([_yml('adashare', 'nyu_v2_3task_test'), '--script', 'test']) == 0
+    assert config_main([_yml('adashare', 'nyu_v2_3task_test'), '--script', 'test']) == 0
     assert 'exp_name: NYU_v2_3Task_pretrain' in capsys.readouterr().out
     base['train']['decay_temp'] = 2
-    assert C.main([_write(tmp_path, base), '--script', 'train_policy']) == 2
+    assert config_main([_write(tmp_path, base), '--script', 'train_policy']) == 2
     assert 'train.decay_temp = 2: expected a number in (0, 1]' in capsys.readouterr().err

@@ -14,7 +14,7 @@ import torch
 from dataloaders import (IMG_MEAN, build_dataset, build_dataset_from_config, build_loader,
                          is_samples_folder)
 from dataloaders import transforms as T
-from dataloaders.benchmark import main as benchmark_main
+from tools.benchmark_data import main as benchmark_main
 from dataloaders.nyu_v2 import decode_normals
 
 H, W = 48, 64          # generated size = eval size of the fixtures
@@ -449,7 +449,7 @@ def test_missing_dataroot_tells_how_to_generate(tmp_path):
     for dataset, layout in (('NYU_v2', 'nyu_v2'), ('CityScapes', 'cityscapes'), ('Taskonomy', 'taskonomy')):
         with pytest.raises(FileNotFoundError) as err:
             build_dataset(dataset, missing, 'test')
-        assert f'python -m dataloaders.synthetic --layout {layout} --out {missing}' in str(err.value)
+        assert f'python tools/synthetic_data.py --layout {layout} --out {missing}' in str(err.value)
         assert 'Expected layout' in str(err.value)
 
 

@@ -6,7 +6,8 @@ import torch
 
 from models import build_model, count_parameters
 from utils import checkpoint as C
-from utils.export import CompactFileError, CompactMultiTaskNet, export_compact, load_compact, main
+from tools.export import main
+from utils.export import CompactFileError, CompactMultiTaskNet, export_compact, load_compact
 from utils.flops import count_conv_flops, padded_gates, policy_cost
 
 H, W = 33, 41

@@ -209,9 +209,10 @@ def test_config_defaults_and_loader_options(tmp_path):
 
 def test_benchmark_prints_its_tables(tmp_path, capsys):
     from dataloaders.synthetic import generate_dataset
+    from tools import benchmark_speed as tool
     from utils import benchmark_speed as B
     generate_dataset('nyu_v2', str(tmp_path / 'nyu'), num_train=2, num_test=1, height=40, width=48, progress=False)
-    B.main(['--config', 'yamls/synthetic/nyu_v2_3task.yml', '--gpus', '-1', '--batch-size', '1', '--crop', '32',
+    tool.main(['--config', 'yamls/synthetic/nyu_v2_3task.yml', '--gpus', '-1', '--batch-size', '1', '--crop', '32',
             '--options', 'fp32', 'bf16+channels_last', '--iters', '1', '--warmup', '0', '--num-workers', '0',
             '--dataroot', str(tmp_path / 'nyu'), '--data-batches', '2', '--json', str(tmp_path / 'r.json')])
     out = capsys.readouterr().out

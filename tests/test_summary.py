@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from utils import summary as S
-from utils.summary import ResultsNotFoundError, SummaryError, format_summary, main, summarize
+from tools.summary import main
+from utils.summary import ResultsNotFoundError, SummaryError, format_summary, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXP = 'NYU_v2_3Task_pretrain'

@@ -394,4 +394,4 @@ def test_committed_nyu_samples_folder():
         assert depth.shape == (480, 640) and depth.dtype == np.float32
         assert set(np.unique(seg)) <= set(range(40)) | {255}
     readme = open(os.path.join(folder, "README.md")).read()
-    assert "synthetic" in readme.lower() and "python -m dataloaders.synthetic --layout nyu_v2_samples" in readme
+    assert "synthetic" in readme.lower() and "python tools/synthetic_data.py --layout nyu_v2_samples" in readme

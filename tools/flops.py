@@ -1,7 +1,7 @@
 """Size of a config's network: the paper's # Params, total parameters and inference GFLOPs per image.
 
-    python -m tools.flops --config yamls/baselines/nyu_v2_3task/mtan.yml [--config ...] [--input_hw H W]
-    python -m tools.flops --config yamls/adashare/nyu_v2_3task.yml --exp_ids 0 1   # with those seeds' policies
+    python tools/flops.py --config yamls/baselines/nyu_v2_3task/mtan.yml [--config ...] [--input_hw H W]
+    python tools/flops.py --config yamls/adashare/nyu_v2_3task.yml --exp_ids 0 1   # with those seeds' policies
 
 Builds the network of the config's `architecture` (no weights needed; FLOPs are counted on shape-only
 tensors) at the config's evaluation size. For AdaShare with --exp_ids, the policy pickles of those seeds
@@ -47,7 +47,7 @@ def format_size(config: str, size: dict, exp_id: int | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m tools.flops', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python tools/flops.py', description=__doc__.splitlines()[0])
     parser.add_argument('--config', action='append', required=True, help='a yaml (repeat for several)')
     parser.add_argument('--exp_ids', type=int, nargs='+', default=None,
                         help='AdaShare: cost the policy pickles of these seeds')

@@ -1,6 +1,6 @@
 """Write the Random #1 / Random #2 ablation policies of a config, matched to a learned policy.
 
-    python -m tools.random_policies --config yamls/ablations/nyu_v2_3task/random1.yml --kind random1 \\
+    python tools/random_policies.py --config yamls/ablations/nyu_v2_3task/random1.yml --kind random1 \\
         --source experiments/checkpoints/NYU_v2_3Task_pretrain/best_model.pth.tar [--exp_ids 0 1 2 3 4 5 6 7]
 
 For each `--exp_ids` entry (default: the first 8 seeds, or all if fewer) this writes
@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Sequence
 
-import numpy as np
-import torch
+# Runnable as a file from any folder, as the training scripts are.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models import policy as P
-from models.random_policy import KINDS, random_policies, skip_counts
-from utils import checkpoint as C
-from utils.cli import run_main
-from utils.config import BACKBONE_BLOCKS, check_exp_ids, load_config, resolve_path
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from models import policy as P  # noqa: E402
+from models.random_policy import KINDS, random_policies, skip_counts  # noqa: E402
+from utils import checkpoint as C  # noqa: E402
+from utils.cli import run_main  # noqa: E402
+from utils.config import BACKBONE_BLOCKS, check_exp_ids, load_config, resolve_path  # noqa: E402
 
 DEFAULT_RUNS = 8  # the paper retrains 8 policies per row and reports the best
 
@@ -101,7 +105,7 @@ def _differs(path: str, policies: Sequence[torch.Tensor]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m tools.random_policies', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python tools/random_policies.py', description=__doc__.splitlines()[0])
     parser.add_argument('--config', required=True, help='the ablation yaml (its exp_name receives the pickles)')
     parser.add_argument('--kind', required=True, choices=KINDS,
                         help='random1: same total skip count; random2: same skip count per task')

@@ -1,6 +1,6 @@
 """Render the paper's tables from test.py result files: Markdown, LaTeX and CSV.
 
-    python -m tools.tables --spec yamls/tables/table3.yml [--spec ...] --out DIR
+    python tools/tables.py --spec yamls/tables/table3.yml [--spec ...] --out DIR
 
 Each spec (yamls/tables/*.yml) lists the rows (method, the yaml test.py was run with, optional exp_ids).
 Writes `<spec name>.md`, `.tex` and `.csv` into DIR and prints the Markdown. Library: utils/tables.py.
@@ -19,7 +19,7 @@ from utils.tables import render_markdown, write_table  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m tools.tables', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python tools/tables.py', description=__doc__.splitlines()[0])
     parser.add_argument('--spec', required=True, nargs='+', help='table spec yaml(s), e.g. yamls/tables/table3.yml')
     parser.add_argument('--out', required=True, help='folder for <name>.md, <name>.tex and <name>.csv')
     args = parser.parse_args(argv)

@@ -7,17 +7,15 @@ its type/range, default, the scripts that require it and a one-line meaning. Add
 follow from it.
 
     opt = load_config('yamls/adashare/nyu_v2_3task.yml', 'train_policy')
-    python -m utils.config --markdown                       # the configuration reference
-    python -m utils.config yamls/x.yml --script re-train    # validate a file, print the options
+    python tools/config.py --markdown                       # the configuration reference
+    python tools/config.py yamls/x.yml --script re-train    # validate a file, print the options
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -939,35 +937,7 @@ def readme_with_reference(text: str) -> str:
     return f'{head}{README_START}\n{schema_markdown()}{README_END}{tail}'
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m utils.config', description=__doc__.splitlines()[0])
-    parser.add_argument('config', nargs='?', help='a YAML file to validate; prints its options')
-    parser.add_argument('--script', choices=SCRIPTS, default='train_policy', help='validate for this script')
-    parser.add_argument('--markdown', action='store_true', help='print the configuration reference')
-    parser.add_argument('--update-readme', action='store_true',
-                        help='rewrite the configuration reference in README.md from the schema')
-    args = parser.parse_args(argv)
-    if args.update_readme:
-        path = os.path.join(REPO_ROOT, 'README.md')
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
-        new_text = readme_with_reference(text)
-        with open(path, 'w', encoding='utf-8') as f:
-            f.write(new_text)
-        print(f'updated the configuration reference in {path}')
-        return 0
-    if args.markdown:
-        sys.stdout.write(schema_markdown())
-        return 0
-    if not args.config:
-        parser.error('give a config file or --markdown')
-    try:
-        sys.stdout.write(format_options(load_config(args.config, args.script)))
-    except ConfigError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    from tools.config import main
+    from utils.cli import deprecated_command
+    deprecated_command('utils.config', 'config', main)

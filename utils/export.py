@@ -1,8 +1,8 @@
 """Export a retrained network with its fixed policy as a compact inference model.
 
-    python -m utils.export --config yamls/adashare/nyu_v2_3task_test.yml --exp_ids 0 [--out FILE] [--gpus -1]
+    python tools/export.py --config yamls/adashare/nyu_v2_3task_test.yml --exp_ids 0 [--out FILE] [--gpus -1]
 
-(Run it as a module from the repository root: as a file, `utils/logging.py` would shadow the standard library.)
+(The command line is tools/export.py; this module is the library.)
 Reads `<checkpoint_dir>/<exp_name>/retrain%03d_policyIter%s_best_model.pth.tar` (strictly) and the policy
 pickle `policyIter<it>_rs<seed:04d>.pickle` (seed = seed[exp_id]) and writes a file with only what inference
 needs: the stem, the blocks some task executes, the downsample projections (they always run: a skipped
@@ -22,7 +22,6 @@ for the execution tree and for the compute-everything network, and the file size
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -230,7 +229,7 @@ _REQUIRED = {"format": str, "version": int, "backbone": str, "tasks": list, "tas
 def load_compact(path: str, map_location: str | torch.device = "cpu") -> CompactMultiTaskNet:
     """Rebuild the CompactMultiTaskNet of a file written by export_compact (eval mode, weights_only load)."""
     if not os.path.isfile(path):
-        raise C.CheckpointNotFoundError(path, hint="python -m utils.export --config <yaml> --exp_ids <E>",
+        raise C.CheckpointNotFoundError(path, hint="python tools/export.py --config <yaml> --exp_ids <E>",
                                         what="compact model file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -354,38 +353,7 @@ def export_experiment(opt: Mapping[str, Any], exp_id: int, out: Optional[str], i
     return path
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Export a retrained checkpoint + policy as a compact inference model")
-    parser.add_argument("--config", required=True, help="YAML config (as for test.py / re-train.py)")
-    parser.add_argument("--exp_ids", type=int, nargs="+", default=[0], help="indices into the config's seed list")
-    parser.add_argument("--gpus", type=int, nargs="+", default=[0],
-                        help="device for the output check; -1 = CPU (no CUDA also falls back to the CPU)")
-    parser.add_argument("--out", help="output file (one exp_id only); default "
-                                      "<checkpoint_dir>/<exp_name>/retrain%%03d_policyIter<it>_compact.pth")
-    parser.add_argument("--input_hw", type=int, nargs=2, metavar=("H", "W"),
-                        help="image size for the FLOPs count (default: the config's evaluation size)")
-    parser.add_argument("--no_verify", action="store_true", help="skip the compact-vs-full output check")
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from utils.config import check_exp_ids, load_config  # local: keeps `import utils.export` light
-    from utils.device import resolve_device
-    args = parse_args(argv)
-    opt = load_config(args.config, "test")
-    exp_ids = check_exp_ids(opt, args.exp_ids, args.config)
-    if args.out and len(exp_ids) > 1:
-        raise ValueError(f"--out names one file but --exp_ids has {len(exp_ids)} entries {exp_ids}; "
-                         "drop --out to use the default name per experiment")
-    if args.input_hw and min(args.input_hw) < 1:
-        raise ValueError(f"--input_hw must be two positive ints, got {args.input_hw}")
-    device = resolve_device(args.gpus)
-    for exp_id in exp_ids:
-        export_experiment(opt, exp_id, args.out, tuple(args.input_hw) if args.input_hw else None, device,
-                          verify=not args.no_verify)
-    return 0
-
-
 if __name__ == "__main__":
-    from utils.cli import run_main
-    run_main(main)
+    from tools.export import main
+    from utils.cli import deprecated_command
+    deprecated_command("utils.export", "export", main)

@@ -1,6 +1,6 @@
 """Summarise the test results of several runs (exp_ids / seeds) of one experiment.
 
-    python -m utils.summary --config yamls/adashare/nyu_v2_3task_test.yml [--exp_ids 0 1 2]
+    python tools/summary.py --config yamls/adashare/nyu_v2_3task_test.yml [--exp_ids 0 1 2]
                             [--single-task single_task_metrics.json] [--json summary.json]
 
 Reads the JSON files test.py writes (`<paths.result_dir>/<exp_name>/test_metrics_exp<E:03d>.json`; default:
@@ -11,7 +11,6 @@ utils.metrics.paper_metrics), and each run's policy.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -469,24 +468,7 @@ def summarize_experiment(config: str, exp_ids: Sequence[int] | None = None,
     return summary, f'Experiment {exp_name} ({os.path.join(result_dir, exp_name)})'
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m utils.summary', description=__doc__.splitlines()[0])
-    parser.add_argument('--config', required=True, help='the test yaml of the experiment (as for test.py)')
-    parser.add_argument('--exp_ids', type=int, nargs='+', default=None,
-                        help='runs to summarise (default: every test_metrics_exp*.json of the experiment)')
-    parser.add_argument('--single-task', dest='single_task', default=None,
-                        help='JSON {task: {metric: value}} of single-task results, for AutoMTL\'s Δ_t')
-    parser.add_argument('--json', dest='json_out', default=None, help='also write the summary to this JSON file')
-    args = parser.parse_args(argv)
-    summary, title = summarize_experiment(args.config, args.exp_ids, args.single_task)
-    print(format_summary(summary, title))
-    if args.json_out:
-        from utils.checkpoint import atomic_write_json
-        atomic_write_json(args.json_out, summary)
-        print(f'wrote {args.json_out}')
-    return 0
-
-
 if __name__ == '__main__':
-    from utils.cli import run_main
-    run_main(main)
+    from tools.summary import main
+    from utils.cli import deprecated_command
+    deprecated_command('utils.summary', 'summary', main)

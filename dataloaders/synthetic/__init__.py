@@ -1,7 +1,7 @@
 """Synthetic multi-task datasets for AdaShare: ray-cast analytic scenes written in the NYU v2, CityScapes and
 Taskonomy on-disk layouts (SPEC section 9), so the whole pipeline runs without the real data.
 
-Usage: ``python -m dataloaders.synthetic --layout {nyu_v2,cityscapes,taskonomy,nyu_v2_samples} --out DIR`` or
+Usage: ``python tools/synthetic_data.py --layout {nyu_v2,cityscapes,taskonomy,nyu_v2_samples} --out DIR`` or
 ``generate_dataset(layout, out_dir, ...)``.
 
 Scenes: random furnished rooms (NYU v2, Taskonomy) and streets (CityScapes) made of planes, yawed boxes, spheres and

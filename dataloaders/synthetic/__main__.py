@@ -1,37 +1,6 @@
-"""CLI: python -m dataloaders.synthetic --layout {nyu_v2,cityscapes,taskonomy,nyu_v2_samples} --out DIR [...]"""
-from __future__ import annotations
-
-import argparse
-import sys
-
-from .generate import DEFAULT_SIZES, LAYOUTS, generate_dataset
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataloaders.synthetic",
-                                     description="Render a synthetic multi-task dataset in an AdaShare on-disk layout.")
-    parser.add_argument("--layout", required=True, choices=LAYOUTS)
-    parser.add_argument("--out", required=True, help="output folder (the dataset's dataroot)")
-    parser.add_argument("--num-train", type=int, default=40)
-    parser.add_argument("--num-test", type=int, default=10, help="test items (nyu_v2_samples: the number of samples)")
-    parser.add_argument("--num-val", type=int, default=None, help="held-out val items (default max(1, num_test // 2))")
-    parser.add_argument("--height", type=int, default=None,
-                        help="default per layout: " + ", ".join(f"{k} {h}x{w}" for k, (h, w) in DEFAULT_SIZES.items()))
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-    try:
-        stats = generate_dataset(args.layout, args.out, num_train=args.num_train, num_test=args.num_test,
-                                 height=args.height, width=args.width, seed=args.seed,
-                                 progress=not args.no_progress, num_val=args.num_val)
-    except ValueError as error:
-        parser.error(str(error))
-    splits = ", ".join(f"{name} {count}" for name, count in stats["splits"].items())
-    print(f"wrote {stats['num_images']} {stats['height']}x{stats['width']} {stats['layout']} images ({splits}) to "
-          f"{stats['out_dir']} in {stats['seconds']:.2f} s: {stats['images_per_second']:.1f} images/s")
-    return 0
-
+"""Old command name of tools/synthetic_data.py, kept for one release: `python -m dataloaders.synthetic` still works."""
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tools.synthetic_data import main
+    from utils.cli import deprecated_command
+    deprecated_command("dataloaders.synthetic", "synthetic_data", main)
