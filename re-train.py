@@ -7,18 +7,18 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from envs import AdaShareEnv  # noqa: E402
 from models import policy as P  # noqa: E402
 from utils import checkpoint as C  # noqa: E402
 from utils import training as T  # noqa: E402
 from utils.cli import parse_args, run_main  # noqa: E402
 from utils.config import check_exp_ids, load_config, recorded_config  # noqa: E402
+from utils.console import Progress, closing_summary, files_written, format_metrics  # noqa: E402
 from utils.device import barrier, cleanup_distributed, init_distributed  # noqa: E402
 from utils.logging import RunLogger  # noqa: E402
 from utils.seeding import fix_random_seed  # noqa: E402
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = load_config(args.config, 're-train')
     check_exp_ids(opt, args.exp_ids, args.config)
     dist = init_distributed(args.gpus)
+    started = time.time()
     try:
         # Start-up checks first: a failed start writes nothing (docs/reliability.md).
         eval_split = T.validation_split(opt)
@@ -38,12 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         T.preflight(opt, datasets, eval_split, dist)
         T.claim_folder(opt, dist, [f'retrain{e:03d}' for e in args.exp_ids], ' '.join(sys.argv))
         logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
+        bests = []
         for exp_id in args.exp_ids:
             best = retrain_one(opt, exp_id, dist, logger, fresh=args.fresh, datasets=datasets,
                                accept_changes=args.resume_with_changes, allow_unfinished=args.allow_unfinished)
+            bests.append(f'exp_id {exp_id} (seed {opt["seed"][exp_id]}): {best}')
             if dist.is_main:
-                print(f'exp_id {exp_id} (seed {opt["seed"][exp_id]}): {best}')
+                print(bests[-1])
         logger.close()
+        if dist.is_main:
+            folders = [os.path.join(opt['paths'][k], opt['exp_name']) for k in ('checkpoint_dir', 'log_dir')]
+            print(closing_summary(f're-train.py {opt["exp_name"]}, exp_ids {args.exp_ids}', time.time() - started,
+                                  bests, files_written(folders, started)))
     finally:
         T.release_folder()
         cleanup_distributed()
@@ -85,15 +92,15 @@ def obtain_policy(env: AdaShareEnv, opt: dict, seed: int, dist, allow_unfinished
     path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
     recorded = C.load_policy_source(path) if os.path.exists(path) else None
     if os.path.exists(path) and recorded is None:
-        return C.load_policy(path)
+        return _loaded_policy(path, env, dist)
     source = _source_record(env, opt, policy_iter)
     if recorded is not None:
         if source is None:
             print(f'note: {env.checkpoint_file(policy_iter)} is gone; using {path} as it is')
-            return C.load_policy(path)
+            return _loaded_policy(path, env, dist)
         _refuse_unfinished(source, opt, allow_unfinished)
         if (recorded.get('logits_sha256'), recorded.get('iteration')) == (source['logits_sha256'], source['iteration']):
-            return C.load_policy(path)
+            return _loaded_policy(path, env, dist)
         print(f're-sampling the policy (seed {seed}): {source["checkpoint"]} changed since {os.path.basename(path)} '
               f'was sampled (iteration {recorded.get("iteration")} → {source["iteration"]}, logits '
               f'{str(recorded.get("logits_sha256"))[:12]} → {source["logits_sha256"][:12]})')
@@ -106,6 +113,14 @@ def obtain_policy(env: AdaShareEnv, opt: dict, seed: int, dist, allow_unfinished
         C.save_policy(path, policies, env.tasks, source=source)
         print(f'sampled policy (seed {seed}) from {env.checkpoint_file(policy_iter)}, saved {path}:\n'
               + C.format_policy_table(policies, env.tasks, probabilities=probs))
+    return policies
+
+
+def _loaded_policy(path: str, env: AdaShareEnv, dist) -> list[torch.Tensor]:
+    """Load a saved policy pickle and print its table (once: the caller prints no second copy)."""
+    policies = C.load_policy(path)
+    if dist.is_main:
+        print(f'loaded policy {path}:\n' + C.format_policy_table(policies, env.tasks))
     return policies
 
 
@@ -123,6 +138,15 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     train_opt = opt['train']
     seed = int(opt['seed'][exp_id])
     policy_iter = str(train_opt['policy_iter'])
+    total = int(train_opt.get('retrain_total_iters') or train_opt['total_iters'])
+    best_label = C.retrain_label(exp_id, policy_iter, 'best')
+    resume_path = T.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')
+    folder = os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'])
+    if train_opt['auto_resume'] and not fresh:
+        done = T.complete_message(resume_path, total, f'retraining of exp_id {exp_id}', 'retrain_total_iters', folder)
+        if done is not None:
+            best_path = C.checkpoint_path(opt['paths']['checkpoint_dir'], opt['exp_name'], best_label)
+            return f'{done}; {_best_line(best_path, T.read_completion(resume_path).get("best_value"))}'
     fix_random_seed(seed)
     # The env (torch RNG only) is built right after seeding so that the numpy draws of the policy
     # sample are the original's (SPEC §4.5).
@@ -133,6 +157,8 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
         if env.has_policy:
             path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
             policies = C.load_policy(path, hint='run re-train.py without retrain_resume first')
+            if dist.is_main:
+                print(f'loaded policy {path}:\n' + C.format_policy_table(policies, env.tasks))
     elif env.has_policy:
         init_state = copy.deepcopy(env.network.state_dict())
         policies = obtain_policy(env, opt, seed, dist, allow_unfinished)
@@ -155,13 +181,16 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     if policies is not None:
         env.set_fixed_policy(policies)
         if dist.is_main:
-            print(f'exp_id {exp_id}, seed {seed}: retraining the policy\n' + C.format_policy_table(policies, env.tasks))
+            # obtain_policy printed the table; one line here, so each policy appears once.
+            print(f'exp_id {exp_id}, seed {seed}: retraining the policy above')
+            idle = C.idle_tasks(policies, env.tasks)
+            if idle:
+                logger.note(f'retrain{exp_id:03d} ' + C.idle_task_warning(idle, len(policies[0])))
     elif dist.is_main:
         print(f'exp_id {exp_id}, seed {seed}: training the {env.architecture} baseline from scratch '
               f'(# Params {env.network.params_ratio():.2f} single-task backbones)')
     env.define_optimizers(policy_learning=False)
     env.define_schedulers(policy_learning=False)
-    resume_path = T.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')
     loaders = {'train': train_iter}
     policy_record = {'policy_sha256': C.logits_digest({f'task{t + 1}_logits': p for t, p in enumerate(policies)})} \
         if policies is not None else {}
@@ -180,28 +209,22 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
             logger.note(f'retrain{exp_id:03d} ' + record.history[-1].lstrip('# '))
     else:
         logger.note(f'retrain{exp_id:03d} {"fresh start" if fresh else "start"}')
+        if dist.is_main:
+            T.forget_completion(resume_path)
     env.apply_phase_freezing(bool(opt.get('fix_BN', False)))  # logits frozen, weights trainable
 
     refer = T.reference_for(opt)
-    total = int(train_opt.get('retrain_total_iters') or train_opt['total_iters'])
     print_freq, val_freq = int(train_opt['print_freq']), int(train_opt['val_freq'])
     latest = C.retrain_label(exp_id, policy_iter, 'latest')
-    best_label = C.retrain_label(exp_id, policy_iter, 'best')
     n_eval = T.eval_iter(opt)
     state = env.state
     watch = T.ValidationWatch(T.validation_split(opt), refer)
-    if payload is not None and state.current_iter >= total:
-        return (f'the retraining in {resume_path} already finished at iteration {state.current_iter} '
-                f'(retrain_total_iters {total}); --fresh starts over, a larger retrain_total_iters continues it; '
-                + _best_line(env, best_label, state))
-    bar = tqdm(total=total, initial=state.current_iter, disable=not (dist.is_main and sys.stderr.isatty()),
-               dynamic_ncols=True,
-               desc=f'retrain exp {exp_id}')
+    bar = Progress(total, state.current_iter, f'retrain exp {exp_id}', enabled=dist.is_main)
+    bar.set_phase('retrain')
     while state.current_iter < total:
         env.train()
         state.current_iter += 1
         it = state.current_iter
-        bar.update(1)
         env.set_inputs(next(train_iter))
         losses = env.optimize('retrain')
         if it % print_freq == 0:
@@ -215,23 +238,25 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
             if dist.is_main:
                 logger.log_metrics(it, metrics, f'retrain{exp_id:03d}_val')
                 value = watch.add(metrics)
-                bar.write(f'[retrain {exp_id} {it}] validation score {value:.4f}: {metrics}')
+                bar.write(f'[retrain {exp_id} {it}] validation score {value:.4f}: {format_metrics(metrics)}')
                 if value > state.best_value:
                     state.best_value = value
                     env.save_label(best_label)
         T.finish_iteration(env, latest, train_opt.get('latest_freq'), total, saved_latest, resume_path, loaders,
                            record)
+        bar.update(1)  # after the step, as in train_policy.py
     bar.close()
     if dist.is_main:
         watch.check(f're-train.py exp_id {exp_id}')
-    return _best_line(env, best_label, state)
+    return _best_line(env.checkpoint_file(best_label), state.best_value)
 
 
-def _best_line(env: AdaShareEnv, best_label: str, state) -> str:
-    path = env.checkpoint_file(best_label)
+def _best_line(path: str, best_value: float | None) -> str:
+    """`best validation score S at iteration I, saved PATH`, or why there is no best."""
     if not os.path.exists(path):
         return 'no best checkpoint was written (no validation score above 0)'
-    return f'best validation score {state.best_value:.4f}, saved {path}'
+    score = 'unknown' if best_value is None else f'{best_value:.4f}'
+    return f'best validation score {score} at iteration {T.checkpoint_iteration(path)}, saved {path}'
 
 
 

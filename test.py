@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,6 +21,7 @@ from utils import checkpoint as C  # noqa: E402
 from utils import training as T  # noqa: E402
 from utils.cli import parse_args, run_main  # noqa: E402
 from utils.config import check_exp_ids, format_options, load_config  # noqa: E402
+from utils.console import closing_summary, format_metrics  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.export import eval_size  # noqa: E402
 from utils.flops import model_size  # noqa: E402
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__.splitlines()[0], argv)
     opt = load_config(args.config, 'test')
     exp_ids = check_exp_ids(opt, args.exp_ids, args.config)
+    started = time.time()
     device = resolve_device(args.gpus)
     testset = T.build_split(opt, 'test')
     loader = T.make_loader(opt, testset, False, None, batch_size=1)
@@ -39,9 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     RunLogger(opt['paths']['log_dir'], opt['exp_name']).write_options(format_options(opt))
     env = AdaShareEnv(opt, device, None, is_train=False,
                       seg_class_weights=getattr(testset, 'class_weights', None))
+    written = [os.path.join(opt['paths']['log_dir'], opt['exp_name'], 'opt.txt')]
+    bests = []
     for exp_id in exp_ids:
-        evaluate_one(opt, env, loader, exp_id)
+        written.append(evaluate_one(opt, env, loader, exp_id))
+        bests.append(_best_line(opt, exp_id, written[-1]))
+    print(closing_summary(f'test.py {opt["exp_name"]}, exp_ids {exp_ids}', time.time() - started, bests, written))
     return 0
+
+
+def _best_line(opt: dict, exp_id: int, result_path: str) -> str:
+    """`exp_id E (seed S): checkpoint iteration I, test score X` for the closing summary."""
+    import json
+    with open(result_path, encoding='utf-8') as handle:
+        value = json.load(handle).get('val_score')
+    label = C.retrain_label(exp_id, str(opt['train']['policy_iter']), 'best')
+    iteration = T.checkpoint_iteration(C.checkpoint_path(opt['paths']['checkpoint_dir'], opt['exp_name'], label))
+    score = 'n/a' if value is None else f'{value:.4f}'
+    return f'exp_id {exp_id} (seed {opt["seed"][exp_id]}): checkpoint {label} at iteration {iteration}, test score {score}'
 
 
 def finite_metrics(metrics: dict) -> tuple[dict, dict]:
@@ -93,7 +111,7 @@ def evaluate_one(opt: dict, env: AdaShareEnv, loader, exp_id: int) -> str:
         print(f'exp_id {exp_id} (seed {seed}): {env.architecture} baseline')
 
     metrics = env.validate(loader, 'eval_fixed', eval_iter=-1)
-    print(metrics)
+    print(f'exp_id {exp_id} test metrics: {format_metrics(metrics)}')
     metrics, undefined = finite_metrics(metrics)
     result.update(metrics)
     if undefined:

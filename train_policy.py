@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from envs import AdaShareEnv  # noqa: E402
-from utils.checkpoint import format_policy_table  # noqa: E402
+from utils.checkpoint import format_policy_table, idle_task_warning  # noqa: E402
 from utils.cli import parse_args, run_main  # noqa: E402
 from utils.config import load_config, recorded_config  # noqa: E402
+from utils.console import Progress, closing_summary, files_written, format_metrics  # noqa: E402
 from utils.device import cleanup_distributed, init_distributed  # noqa: E402
 from utils.logging import RunLogger  # noqa: E402
 from utils.seeding import fix_random_seed  # noqa: E402
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -> int:
+    started = time.time()
     fix_random_seed(opt['seed'][0])
     # Start-up checks first: a failed start writes nothing (docs/reliability.md).
     eval_split = T.validation_split(opt)
@@ -66,17 +67,17 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
     resume_path = T.resume_state_path(opt)
     payload, record = (None, T.RunRecord(recorded_config(opt), []))
     if train_opt['auto_resume'] and not fresh:
+        done = T.complete_message(resume_path, loop.total_iters, 'policy-learning run', 'total_iters',
+                                  os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name']))
+        if done is not None:
+            if dist.is_main:
+                print(done)
+            return 0
         payload, record = T.resume_checked(env, resume_path, iters, opt, 'train_policy', accept_changes)
     T.make_dirs(opt, dist)
     logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
     logger.write_options(T.options_text(opt, record))
     if payload is not None:
-        if dist.is_main and env.state.current_iter >= loop.total_iters:
-            print(f'the run in {resume_path} already finished at iteration {env.state.current_iter} '
-                  f'(total_iters {loop.total_iters}): nothing to do; --fresh starts over, a larger total_iters '
-                  f'continues it')
-            logger.close()
-            return 0
         if dist.is_main:
             print(f'resuming the interrupted run from {resume_path} at iteration {env.state.current_iter} '
                   f'(use --fresh to start over)')
@@ -85,6 +86,8 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
             logger.note(record.history[-1].lstrip('# '))
     else:
         logger.note('fresh start' if fresh else 'start')
+        if dist.is_main:
+            T.forget_completion(resume_path)
     if payload is None and train_opt.get('resume'):
         # The original's resume: weights, iter and temp from `which_iter`; fresh logits and optimisers.
         env.load_label(train_opt['which_iter'],
@@ -102,13 +105,11 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
     n_eval = T.eval_iter(opt)
     watch = T.ValidationWatch(eval_split, refer)
 
-    bar = tqdm(total=loop.total_iters, initial=state.current_iter, dynamic_ncols=True,
-               disable=not (dist.is_main and sys.stderr.isatty()))
+    bar = Progress(loop.total_iters, state.current_iter, 'policy learning', enabled=dist.is_main)
     while state.current_iter < loop.total_iters:
         env.train()
         state.current_iter += 1
         it = state.current_iter
-        bar.update(1)
         if it < loop.warm_up_iters:
             saved_latest = _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, watch)
         else:
@@ -116,19 +117,44 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
                                                   refer, best_after, policy_on, fix_bn, watch)
         T.finish_iteration(env, 'latest', train_opt.get('latest_freq'), loop.total_iters, saved_latest,
                            resume_path, iters, record)
+        bar.update(1)  # after the step, so the plain line names the phase it ran
     bar.close()
+    if dist.is_main:
+        _note_idle_tasks(logger, env)
     logger.close()
     if dist.is_main:
         watch.check(f'train_policy.py ({opt["exp_name"]})')
         T.report_policy_best(env, opt, loop.warm_up_iters + best_after)
+        print(_closing(opt, env, started))
     return 0
+
+
+def _note_idle_tasks(logger: RunLogger, env: AdaShareEnv) -> None:
+    """Warn in the log and on the console when the learned policy most likely gives a task no gated block."""
+    probs = env.execute_probabilities()
+    idle = [task for task, p in zip(env.tasks, probs) if float(p.max()) < 0.5]
+    if idle:
+        warning = idle_task_warning(idle, len(probs[0]), sampled=False)
+        logger.note(warning)
+        print(warning)
+
+
+def _closing(opt: dict, env: AdaShareEnv, started: float) -> str:
+    """Elapsed time, the `best` checkpoint's iteration and score, and the files this run wrote."""
+    best_path = env.checkpoint_file('best')
+    best_iter = T.checkpoint_iteration(best_path)
+    best = [f'iteration {best_iter}, validation score {env.state.best_value:.4f} ({best_path})'] \
+        if best_iter is not None else ['no best checkpoint (see the note above)']
+    folders = [os.path.join(opt['paths'][k], opt['exp_name']) for k in ('checkpoint_dir', 'log_dir')]
+    return closing_summary(f'train_policy.py {opt["exp_name"]}', time.time() - started, best,
+                           files_written(folders, started))
 
 
 
 def _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, watch) -> bool:
     """One warm-up step on `train` with the shared network; returns whether `latest` was saved."""
     it = env.state.current_iter
-    bar.set_description('warm-up')
+    bar.set_phase('warm-up')
     env.set_inputs(next(iters['train']))
     losses = env.optimize('warmup')
     if it % loop.print_freq == 0:
@@ -152,7 +178,7 @@ def _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, di
             env.save_label('warmup')
         env.fix_alpha()
     if state.flag == 'update_w':
-        bar.set_description(f'weights (tau {state.temperature:.3f})')
+        bar.set_phase(f'weights (tau {state.temperature:.3f})')
         state.current_iter_w += 1
         env.set_inputs(next(iters['train1']))
         losses = env.optimize('weights')
@@ -174,7 +200,7 @@ def _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, di
                 env.save_label('best')
                 bar.write(f'[{it}] new best score {value:.4f}: saved best')
         return True
-    bar.set_description(f'policy (tau {state.temperature:.3f})')
+    bar.set_phase(f'policy (tau {state.temperature:.3f})')
     state.current_iter_a += 1
     env.set_inputs(next(iters['train2']))
     losses = env.optimize('policy')
@@ -190,25 +216,24 @@ def _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, di
     return False
 
 
-def _log_losses(logger: RunLogger, bar: tqdm, it: int, phase: str, losses: dict, env: AdaShareEnv) -> None:
+def _log_losses(logger: RunLogger, bar: Progress, it: int, phase: str, losses: dict, env: AdaShareEnv) -> None:
     values = T.losses_to_float(losses)
     logger.log_losses(it, values, phase)
     logger.log_scalars('train', {'temperature': env.temperature}, it)
     bar.write(T.loss_line(f'{phase} {it}', values))
 
 
-def _log_metrics(logger: RunLogger, bar: tqdm, it: int, metrics: dict, watch: T.ValidationWatch) -> float:
+def _log_metrics(logger: RunLogger, bar: Progress, it: int, metrics: dict, watch: T.ValidationWatch) -> float:
     """Log one validation; returns its score (NaN on ranks that do not validate)."""
     if not metrics:
         return float('nan')
     value = watch.add(metrics)
     logger.log_metrics(it, metrics, 'val')
-    text = '; '.join(f"{task}: " + ', '.join(f'{k} {v:.4f}' for k, v in m.items()) for task, m in metrics.items())
-    bar.write(f'[{it}] validation: {text}')
+    bar.write(f'[{it}] validation: {format_metrics(metrics)}')
     return value
 
 
-def _log_policy(logger: RunLogger, bar: tqdm, it: int, env: AdaShareEnv) -> None:
+def _log_policy(logger: RunLogger, bar: Progress, it: int, env: AdaShareEnv) -> None:
     probs = env.execute_probabilities()
     for t, task in enumerate(env.tasks):
         logger.log_scalars(f'policy/{task}', {f'block{i:02d}': float(p) for i, p in enumerate(probs[t])}, it)

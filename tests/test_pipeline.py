@@ -44,16 +44,30 @@ def test_policy_learning_retraining_and_testing(tmp_path, nyu_root, capsys):
         assert os.path.exists(ckpt_dir / f'retrain{exp_id:03d}_policyIterbest_best_model.pth.tar')
         assert os.path.exists(ckpt_dir / f'retrain{exp_id:03d}_policyIterbest_latest_model.pth.tar')
 
-    assert load_script('test.py').main(['--config', config, '--gpus', '-1', '--exp_ids', '1']) == 0
+    out = capsys.readouterr().out
+    # a finished run keeps a completion record, not its resume state, and says so in a closing summary
+    assert not any(ckpt_dir.glob('*resume_state.pth.tar'))
+    assert (ckpt_dir / 'run_complete.json').exists() and (ckpt_dir / 'retrain001_policyIterbest_run_complete.json').exists()
+    assert '== train_policy.py' in out and '== re-train.py' in out
+    best_iter = load_checkpoint(str(ckpt_dir / 'best_model.pth.tar'))['iter']
+    assert f'best: iteration {best_iter}, validation score ' in out
+    assert str(ckpt_dir / 'best_model.pth.tar') in out and 'files written (' in out
+    assert out.count('retraining the policy above') == 2
+
+    assert load_script('test.py').main(['--config', config, '--gpus', '-1', '--exp_ids', '0', '1']) == 0
+    out = capsys.readouterr().out
+    for exp_id in (0, 1):
+        assert f'exp_id {exp_id} test metrics: seg: mIoU 0.' in out
+        assert f'best: exp_id {exp_id} (seed {opt["seed"][exp_id]}): checkpoint retrain{exp_id:03d}_policyIterbest_best' in out
+    assert "{'seg'" not in out, 'metrics print as one tidy line, not a dict'
     result = json.loads((tmp_path / 'result_dir' / opt['exp_name'] / 'test_metrics_exp001.json').read_text())
     assert set(result['seg']) == {'mIoU', 'Pixel Acc', 'err'}
     assert set(result['sn']) == {'Angle Mean', 'Angle Median', 'Angle 11.25', 'Angle 22.5', 'Angle 30', 'Angle 45'}
     assert set(result['depth']) == {'abs_err', 'rel_err', 'sigma_1.25', 'sigma_1.25^2', 'sigma_1.25^3'}
     assert result['policy']['task1_policy'] == policies[1][0].tolist()
-    assert isinstance(result['val_score'], float)
+    assert isinstance(result['val_score'], float) and result['run_complete'] is True
 
-    assert load_script('test.py').main(['--config', config, '--gpus', '-1', '--exp_ids', '0']) == 0
-    from utils.summary import main as summary_main
+    from tools.summary import main as summary_main
     assert summary_main(['--config', config, '--exp_ids', '0', '1']) in (0, None)
     out = capsys.readouterr().out
     assert 'mean' in out and 'best run by validation score' in out

@@ -80,8 +80,10 @@ def test_resume_with_changed_config_is_refused_then_applied(tmp_path, nyu_root):
 
     done = run('train_policy.py', changed, '--resume_with_changes')
     assert done.returncode == 0, done.stderr[-2000:]
-    state = C.load_checkpoint(str(state_path))
-    assert state['config']['train']['lr'] == 0.01
+    assert not state_path.exists(), 'the finished run removed its resume state'
+    record = json.loads((exp_dir(tmp_path, opt) / 'run_complete.json').read_text())
+    assert record['config']['train']['lr'] == 0.01 and record['iteration'] == record['total']
+    state = C.load_checkpoint(str(exp_dir(tmp_path, opt) / 'latest_model.pth.tar'))
     assert state['weights']['param_groups'][0]['lr'] == pytest.approx(0.01)  # applied, not dropped
     assert state['temp'] == pytest.approx(2.0 * 0.965 ** state['state']['p_epoch'])
     opt_txt = (exp_dir(tmp_path, opt, 'log_dir') / 'opt.txt').read_text()
@@ -93,14 +95,20 @@ def test_resume_with_changed_config_is_refused_then_applied(tmp_path, nyu_root):
 
 @pytest.mark.slow
 def test_retraining_resume_with_changed_config_is_refused(trained, tmp_path, nyu_root):
-    config, opt = copy_run(trained, tmp_path, nyu_root, retrain_total_iters=3)
+    config, opt = copy_run(trained, tmp_path, nyu_root, retrain_total_iters=6)
     retrain = load_script('re-train.py')
-    assert retrain.main(['--config', config, '--gpus', '-1']) == 0
-    longer, _ = tiny_yaml(tmp_path, nyu_root, retrain_total_iters=6, lr=0.01)
+    assert run('re-train.py', config, kill_at=4).returncode == -9  # interrupted: its resume state (at 3) stays
+    assert (exp_dir(tmp_path, opt) / 'retrain000_policyIterbest_resume_state.pth.tar').exists()
+    changed, _ = tiny_yaml(tmp_path, nyu_root, retrain_total_iters=6, lr=0.01)
     with pytest.raises(T.ConfigChangedError, match='train.lr: 0.001 → 0.01'):
-        retrain.main(['--config', longer, '--gpus', '-1'])
-    extended, _ = tiny_yaml(tmp_path, nyu_root, retrain_total_iters=6)  # extending only: resumes
-    assert retrain.main(['--config', extended, '--gpus', '-1']) == 0
+        retrain.main(['--config', changed, '--gpus', '-1'])
+    same, _ = tiny_yaml(tmp_path, nyu_root, retrain_total_iters=6)  # unchanged: resumes and finishes
+    assert retrain.main(['--config', same, '--gpus', '-1']) == 0
+    # finished: the resume state is gone, so a longer run is refused in one line pointing at --fresh
+    assert not (exp_dir(tmp_path, opt) / 'retrain000_policyIterbest_resume_state.pth.tar').exists()
+    longest, _ = tiny_yaml(tmp_path, nyu_root, retrain_total_iters=9)
+    with pytest.raises(ValueError, match='finished at iteration 6 but retrain_total_iters is now 9.*--fresh'):
+        retrain.main(['--config', longest, '--gpus', '-1'])
 
 
 # ------------------------------------------------------------------ 2. stale and unfinished policies
@@ -127,8 +135,9 @@ def test_policy_source_record_resampling_and_unfinished_runs(trained, tmp_path, 
     assert json.loads((folder / f'policyIterbest_rs{opt["seed"][0]:04d}.source.json').read_text())[
         'logits_sha256'] == C.logits_digest(best['mtl-net'])
 
-    # an unfinished policy-learning run is refused unless allowed
-    state = C.load_checkpoint(str(folder / 'resume_state.pth.tar'))
+    # an unfinished policy-learning run (a resume state at iteration 12) is refused unless allowed
+    assert not (folder / 'resume_state.pth.tar').exists(), 'a finished run keeps no resume state'
+    state = C.load_checkpoint(str(folder / 'latest_model.pth.tar'))
     state['state']['current_iter'] = 12
     torch.save(state, folder / 'resume_state.pth.tar')
     with pytest.raises(ValueError, match=r'unfinished \(iteration 12 of 26\).*--allow_unfinished'):
@@ -145,8 +154,9 @@ def test_test_py_marks_an_unfinished_retraining(trained, tmp_path, nyu_root, cap
     out_file = exp_dir(tmp_path, opt, 'result_dir') / 'test_metrics_exp000.json'
     assert json.loads(out_file.read_text())['run_complete'] is True
     state_file = exp_dir(tmp_path, opt) / 'retrain000_policyIterbest_resume_state.pth.tar'
-    state = C.load_checkpoint(str(state_file))
-    state['config']['train']['retrain_total_iters'] = 100
+    assert not state_file.exists()  # removed at completion; an interrupted run's state looks like this:
+    state = C.load_checkpoint(str(exp_dir(tmp_path, opt) / 'retrain000_policyIterbest_latest_model.pth.tar'))
+    state['config'] = {'train': {'retrain_total_iters': 100}}
     torch.save(state, state_file)
     capsys.readouterr()
     assert tester.main(['--config', config, '--gpus', '-1']) == 0
@@ -368,12 +378,14 @@ def test_messages_of_finished_runs_resumes_and_fresh_starts(trained, tmp_path, n
     capsys.readouterr()
     assert train_policy.main(['--config', config, '--gpus', '-1']) == 0
     out = capsys.readouterr().out
-    assert 'already finished at iteration 26 (total_iters 26): nothing to do' in out and 'resuming' not in out
+    assert 'is complete: it already finished at iteration 26 (total_iters 26)' in out and 'resuming' not in out
+    assert 'nothing to do. Results: ' in out
     assert retrain.main(['--config', config, '--gpus', '-1']) == 0
     assert retrain.main(['--config', config, '--gpus', '-1']) == 0
     out = capsys.readouterr().out
     assert 'best validation metrics None' not in out
-    assert out.count('best validation score') == 2 and 'already finished at iteration 3' in out
+    assert out.count('best: exp_id 0 (seed') == 2 and 'already finished at iteration 3' in out  # closing summaries
+    assert out.count('best validation score') == 4  # each run's line and its closing summary
     assert retrain.main(['--config', config, '--gpus', '-1', '--fresh']) == 0
     loss_txt = (exp_dir(tmp_path, opt, 'log_dir') / 'loss.txt').read_text()
     assert 'retrain000 start' in loss_txt and 'retrain000 fresh start' in loss_txt
@@ -402,8 +414,8 @@ def test_nan_before_any_checkpoint_says_so_and_names_the_files(tmp_path, nyu_roo
 
 def test_truncated_resume_state_mentions_fresh(trained, tmp_path, nyu_root):
     config, opt = copy_run(trained, tmp_path, nyu_root)
-    path = exp_dir(tmp_path, opt) / 'resume_state.pth.tar'
-    path.write_bytes(path.read_bytes()[:1000])
+    path = exp_dir(tmp_path, opt) / 'resume_state.pth.tar'  # as an interrupted run leaves it, then truncated
+    path.write_bytes((exp_dir(tmp_path, opt) / 'latest_model.pth.tar').read_bytes()[:1000])
     with pytest.raises(C.CheckpointError, match='truncated.*\n.*run with --fresh to start over'):
         load_script('train_policy.py').main(['--config', config, '--gpus', '-1'])
 

@@ -1,4 +1,5 @@
 """Reliability: a run killed (SIGKILL) in warm-up, in a weight phase and in a policy phase resumes exactly."""
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from envs.adashare_env import NonFiniteLossError
 from utils.checkpoint import load_checkpoint
 
 # warm-up 1..6 (latest at 3, 6); alternation from 7: weights 7-9 (latest at 9), policy 10-11,
-# weights 12-14 (latest at 14), policy 15-16, ... weights 27-29 (latest, and best: 29 - 7 >= 4*1*5), policy 30.
+# weights 12-14 (latest at 14), policy 15-16, ... weights 27-29 (latest, and best: 29 - 7 >= 4*1*5), policy 30
+# (the run completes: its resume state is replaced by run_complete.json).
 SCHEDULE = dict(total_iters=30, warm_up_iters=7, val_freq=3, weight_iter_alternate=3, alpha_iter_alternate=2)
 
 
@@ -31,8 +33,11 @@ def run(script, config, kill_at=None, extra=()):
 
 
 def final_state(tmp_path, opt, prefix=''):
+    """The last `latest` checkpoint; a finished run keeps a completion record instead of its resume state."""
     ckpt_dir = tmp_path / 'checkpoint_dir' / opt['exp_name']
-    return load_checkpoint(str(ckpt_dir / f'{prefix}resume_state.pth.tar'))
+    assert not (ckpt_dir / f'{prefix}resume_state.pth.tar').exists(), 'a finished run removes its resume state'
+    assert (ckpt_dir / f'{prefix}run_complete.json').exists()
+    return load_checkpoint(str(ckpt_dir / f'{prefix}latest_model.pth.tar'))
 
 
 def assert_same_run(a, b):
@@ -59,12 +64,16 @@ def test_policy_learning_killed_in_each_phase_resumes_exactly(tmp_path, nyu_root
     for kill_at in (5, 13, 16):  # warm-up, weight phase, policy phase
         killed = run('train_policy.py', cut_config, kill_at=kill_at)
         assert killed.returncode == -9, killed.stderr[-3000:]
+        assert (cut_dir / 'checkpoint_dir' / opt['exp_name'] / 'resume_state.pth.tar').exists(), 'kept when interrupted'
     resumed = run('train_policy.py', cut_config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'resuming the interrupted run' in resumed.stdout
 
     reference, interrupted = final_state(ref_dir, opt), final_state(cut_dir, opt)
-    assert reference['state']['p_epoch'] == 4 and reference['state']['best_value'] > 0
+    assert reference['state']['p_epoch'] == 4
+    records = [json.loads((d / 'checkpoint_dir' / opt['exp_name'] / 'run_complete.json').read_text())
+               for d in (ref_dir, cut_dir)]
+    assert records[0]['best_value'] > 0 and records[0]['best_value'] == pytest.approx(records[1]['best_value'])
     assert_same_run(reference, interrupted)
     for name in ('weights', 'alphas'):
         ref_states = reference[name]['state']

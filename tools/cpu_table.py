@@ -1,8 +1,8 @@
 """The whole of a paper table on a CPU: every baseline, AdaShare and the five ablations, over several seeds.
 
-    python -m tools.cpu_table                          # yamls/tables/synthetic_table3.yml, 3 seeds, ~30 min on 2 cores
-    python -m tools.cpu_table --seeds 5 --out DIR      # more seeds, tables written to DIR
-    python -m tools.cpu_table --quick --out /tmp/t     # a few iterations per row (what CI runs)
+    python tools/cpu_table.py                          # yamls/tables/synthetic_table3.yml, 3 seeds, ~30 min on 2 cores
+    python tools/cpu_table.py --seeds 5 --out DIR      # more seeds, tables written to DIR
+    python tools/cpu_table.py --quick --out /tmp/t     # a few iterations per row (what CI runs)
 
 Reads the rows of a table spec (`yamls/tables/*.yml`: method label + the config test.py uses), generates
 the synthetic data if it is missing, then runs, in order, exactly the commands a user would run:
@@ -120,17 +120,6 @@ def _checkpoint(opt: dict, label: str) -> str:
     return C.checkpoint_path(opt['paths']['checkpoint_dir'], opt['exp_name'], label)
 
 
-def _finished(path: str, total: int) -> bool:
-    """A run's resume state (written after its last iteration too) exists and is at iteration >= total."""
-    if not os.path.isfile(path):
-        return False
-    from utils.checkpoint import load_checkpoint
-    try:
-        return int(load_checkpoint(path).get('iter', 0)) >= total
-    except Exception:  # noqa: BLE001 - unreadable means not finished
-        return False
-
-
 def _newer(path: str, than: str) -> bool:
     return os.path.isfile(path) and os.path.isfile(than) and os.path.getmtime(path) >= os.path.getmtime(than)
 
@@ -153,7 +142,7 @@ def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: boo
         total = int(load_config(config, 'train_policy')['train']['total_iters'])
         label = f'{method}: policy learning'
         steps.append(Step(label, ['train_policy.py', '--config', config, '--gpus', gpus], 'policy',
-                          done=lambda o=opt, t=total: _finished(T.resume_state_path(o), t)))
+                          done=lambda o=opt, t=total: T.run_finished(T.resume_state_path(o), t)))
         prerequisite[method] = [label]
     for method, config, opt in rows:
         if method not in RANDOM_KINDS:
@@ -181,7 +170,7 @@ def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: boo
             flags = ['--config', config, '--gpus', gpus, '--exp_ids', e]
             retrain = f'{method}: retrain exp {e}'
             steps.append(Step(retrain, ['re-train.py', *flags], f'retrain {opt["architecture"]}',
-                              prerequisite.get(method, []), lambda r=resume, t=retrain_total: _finished(r, t)))
+                              prerequisite.get(method, []), lambda r=resume, t=retrain_total: T.run_finished(r, t)))
             steps.append(Step(f'{method}: test exp {e}', ['test.py', *flags], 'test', [retrain],
                               lambda r=result, b=best: _newer(r, b)))
     if force:
@@ -279,9 +268,9 @@ def _clock(seconds: float) -> str:
 
 
 def ensure_data(spec: dict) -> None:
-    """Generate the synthetic data of the first row's config if it is missing (as utils.demo does)."""
+    """Generate the synthetic data of the first row's config if it is missing (as tools/demo.py does)."""
     from utils.config import load_config
-    from utils.demo import ensure_data as demo_ensure_data
+    from tools.demo import ensure_data as demo_ensure_data
     opt = load_config(_resolve(spec['rows'][0]['config']), 'test')
     if os.path.basename(os.path.dirname(opt['dataload']['dataroot'])) != 'synthetic':
         return  # real data: the user's
@@ -290,7 +279,7 @@ def ensure_data(spec: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m tools.cpu_table', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python tools/cpu_table.py', description=__doc__.splitlines()[0])
     parser.add_argument('--spec', default=DEFAULT_SPEC, help=f'table spec (default {DEFAULT_SPEC})')
     parser.add_argument('--seeds', type=int, default=3, help='exp_ids 0 .. seeds-1 of every row (default 3)')
     parser.add_argument('--out', default='experiments/cpu_table', help='tables and step logs (default %(default)s)')

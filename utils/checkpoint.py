@@ -488,7 +488,24 @@ def format_policy_table(policies: Sequence[torch.Tensor] | None, tasks: Sequence
         out.append(line("#tasks", [str(sum(r[i] for r in rows)) for i in range(num_blocks)]))
     if rows is not None:
         out.append("X = execute the block, . = skip it")
+    idle = [n for t, n in enumerate(names) if (not any(rows[t]) if rows is not None else max(probs[t]) < 0.5)]
+    if idle:
+        out.append(idle_task_warning(idle, num_blocks, sampled=rows is not None))
     return "\n".join(out)
+
+
+def idle_tasks(policies: Sequence[torch.Tensor], tasks: Sequence[str] | None = None) -> list[str]:
+    """Names of the tasks whose policy executes none of the gated blocks."""
+    names = _task_names(tasks, len(policies))
+    return [n for p, n in zip(policies, names) if int(_as_policy(p, f"policy of {n}")[:, 0].sum()) == 0]
+
+
+def idle_task_warning(names: Sequence[str], num_blocks: int, sampled: bool = True) -> str:
+    """One line for tasks that skip every gated block (README: "A task that executes no block")."""
+    verb = "executes" if sampled else "most likely executes (every p < 0.5)"
+    return (f"warning: {', '.join(names)} {verb} none of the {num_blocks} gated blocks: only the ungated "
+            f"first blocks and the task head serve it, so expect a much lower score; learn the policy longer or use "
+            f"another seed (README: A task that executes no block)")
 
 
 def policy_source_path(path: str) -> str:

@@ -366,13 +366,95 @@ def load_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> d
     return payload
 
 
+def completion_path(resume_path: str) -> str:
+    """`<prefix>run_complete.json`: the small record a finished run keeps instead of its resume state."""
+    return resume_path[:-len('resume_state.pth.tar')] + 'run_complete.json'
+
+
+def read_completion(resume_path: str) -> dict | None:
+    """The completion record of the run whose resume state would be `resume_path`, None if it never finished."""
+    path = completion_path(resume_path)
+    if not os.path.isfile(path):
+        return None
+    import json
+    try:
+        with open(path, encoding='utf-8') as handle:
+            record = json.load(handle)
+        return record if isinstance(record, dict) and 'iteration' in record and 'total' in record else None
+    except (OSError, ValueError):
+        return None  # unreadable: treated as unfinished, so the run is redone rather than trusted
+
+
+def run_finished(resume_path: str, total: int) -> bool:
+    """Whether the run finished with at least `total` iterations (its completion record says so)."""
+    record = read_completion(resume_path)
+    return record is not None and int(record['iteration']) >= int(total)
+
+
+def complete_run(env, resume_path: str, total_iters: int, record: RunRecord | None = None) -> None:
+    """After the last iteration: write the completion record, then delete the resume state (main rank).
+
+    A finished run needs no resume state (tens of MB); the record keeps what later commands ask:
+    the iteration, the total, when, the best score and the config (docs/reliability.md).
+    """
+    if not env.is_main:
+        return
+    from utils.checkpoint import atomic_write_json
+    state = env.state
+    atomic_write_json(completion_path(resume_path), {
+        'iteration': int(state.current_iter), 'total': int(total_iters),
+        'finished': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+        'best_value': float(state.best_value) if math.isfinite(float(state.best_value)) else None,
+        'config': record.config if record is not None else None})
+    if os.path.exists(resume_path):
+        os.remove(resume_path)
+
+
+def forget_completion(resume_path: str) -> None:
+    """A run that starts over is no longer complete: remove its old completion record."""
+    path = completion_path(resume_path)
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def complete_message(resume_path: str, total: int, what: str, total_key: str, results: str) -> str | None:
+    """The line a rerun of a finished run prints (None when the run is not finished).
+
+    A finished run keeps no resume state, so asking it for more iterations is refused in one line.
+    """
+    if os.path.exists(resume_path):
+        return None
+    done = read_completion(resume_path)
+    if done is None:
+        return None
+    if int(done['iteration']) < int(total):
+        raise ValueError(f'{completion_path(resume_path)}: the {what} finished at iteration {done["iteration"]} '
+                         f'but {total_key} is now {total}; a finished run keeps no resume state to continue from, '
+                         f'so --fresh starts it over with the new length')
+    return (f'the {what} is complete: it already finished at iteration {done["iteration"]} ({total_key} '
+            f'{done["total"]}) on {done.get("finished", "?")}; nothing to do. Results: {results} '
+            f'(--fresh starts over)')
+
+
+def checkpoint_iteration(path: str) -> int | None:
+    """The `iter` of a checkpoint (memory-mapped: the weights are not read), None if it is absent."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        return int(torch.load(path, map_location='cpu', weights_only=True, mmap=True).get('iter', 0))
+    except Exception:  # noqa: BLE001 - only for the closing summary; the loaders report bad files
+        return None
+
+
 def run_progress(path: str, total_key: str, fallback_total: int | None = None) -> tuple[int, int] | None:
     """(iteration, total) of the run whose resume state is `path`, or None when there is none.
 
     `total_key` is 'total_iters' or 'retrain_total_iters' of the config the run recorded (docs/reliability.md).
+    A finished run has no resume state; its completion record answers instead.
     """
     if not os.path.exists(path):
-        return None
+        done = read_completion(path)
+        return (int(done['iteration']), int(done['total'])) if done is not None else None
     try:  # mmap: only the counters are read, not the weights
         payload = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
         train = (payload.get('config') or {}).get('train') or {}
@@ -453,13 +535,15 @@ def options_text(opt: dict, record: RunRecord) -> str:
 def finish_iteration(env, latest_label: str, latest_freq: int | None, total_iters: int, saved_latest: bool,
                      resume_path: str, loaders: dict[str, 'InfiniteLoader'], record: RunRecord | None = None) -> None:
     """End of an iteration: `latest` every latest_freq iterations, then the resume state whenever
-    `latest` was written (and after the last iteration), so the counters, best score and RNG in
-    it are all current; then the testing kill hook."""
+    `latest` was written, so the counters, best score and RNG in it are all current; after the last
+    iteration the completion record replaces the resume state; then the testing kill hook."""
     iteration = env.state.current_iter
     if latest_freq and iteration % int(latest_freq) == 0 and not saved_latest:
         env.save_label(latest_label)
         saved_latest = True
-    if saved_latest or iteration == total_iters:
+    if iteration >= total_iters:
+        complete_run(env, resume_path, total_iters, record)
+    elif saved_latest:
         save_resume_state(env, resume_path, loaders, record)
     maybe_inject_kill(iteration)
 
