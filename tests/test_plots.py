@@ -1,5 +1,7 @@
-"""Figures of utils.plots: valid PNGs, the correlation matrix, loss.txt parsing, run figures, TensorBoard (CPU)."""
+"""Figures of utils.plots and tools/plots.py: valid PNGs, the correlation matrix, loss.txt parsing, run figures, TensorBoard (CPU)."""
 import glob
+import json
+import shutil
 import os
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import pytest
 import torch
 
 import models
+from _pipeline import tiny_yaml
+from tools.plots import main as plots_main
 from utils import plots
 from utils.checkpoint import save_checkpoint, save_policy
 from utils.logging import RunLogger
@@ -290,14 +294,14 @@ def test_cli_writes_the_figures(tmp_path, policy_checkpoint, capsys):
     pickle_path = str(tmp_path / 'policyIterbest_rs0048.pickle')
     save_policy(pickle_path, POLICIES, TASKS)
     (tmp_path / 'loss.txt').write_text(LOSS_TXT)
-    code = plots.main(['--checkpoint', checkpoint, '--tasks', *TASKS, '--out', str(tmp_path / 'out'),
+    code = plots_main(['--checkpoint', checkpoint, '--tasks', *TASKS, '--out', str(tmp_path / 'out'),
                        '--loss-txt', str(tmp_path / 'loss.txt'), '--policy', pickle_path])
     assert code == 0
     printed = capsys.readouterr().out.split()
     assert [os.path.basename(p) for p in printed] == ['policy.png', 'policy_Iterbest_rs0048.png',
                                                       'task_correlation.png', 'training_curves.png']
     assert all(os.path.getsize(p) > 0 for p in printed)
-    assert plots.main(['--checkpoint', str(tmp_path / 'nope.pth.tar'), '--tasks', 'seg', '--out', str(tmp_path)]) == 1
+    assert plots_main(['--checkpoint', str(tmp_path / 'nope.pth.tar'), '--tasks', 'seg', '--out', str(tmp_path)]) == 1
     assert 'nope.pth.tar' in capsys.readouterr().err
 
 
@@ -314,3 +318,37 @@ def test_import_and_draw_without_a_display(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / 'p.png').stat().st_size > 0
+
+
+def test_task_correlation_uses_a_fixed_labelled_scale_with_values_in_the_cells():
+    near = np.array([[1.0, 0.988], [0.988, 1.0]])
+    fig = plots.correlation_figure(near, ['seg', 'sn'])
+    ax = fig.axes[0]
+    assert ax.images[0].get_clim() == (0.0, 1.0)  # not stretched over 0.988..1
+    assert sorted(t.get_text() for t in ax.texts) == ['0.988', '0.988', '1.000', '1.000']
+    assert 'cosine similarity' in fig.axes[1].get_ylabel()
+
+
+def test_cli_takes_the_run_from_the_config(tmp_path, policy_checkpoint, capsys):
+    checkpoint, _ = policy_checkpoint
+    config, opt = tiny_yaml(tmp_path, str(tmp_path / 'data'))
+    folder = tmp_path / 'checkpoint_dir' / opt['exp_name']
+    folder.mkdir(parents=True)
+    shutil.copy(checkpoint, folder / 'best_model.pth.tar')
+    (tmp_path / 'log_dir' / opt['exp_name']).mkdir(parents=True)
+    (tmp_path / 'log_dir' / opt['exp_name'] / 'loss.txt').write_text(LOSS_TXT)
+    save_policy(str(folder / f'policyIterbest_rs{opt["seed"][1]:04d}.pickle'), POLICIES, TASKS)
+    assert plots_main(['--config', config, '--exp_ids', '1']) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == str(tmp_path / 'result_dir' / opt['exp_name'] / 'figures' / 'policy.png')
+    assert [os.path.basename(p) for p in printed] == ['policy.png', f'policy_Iterbest_rs{opt["seed"][1]:04d}.png',
+                                                      'task_correlation.png', 'training_curves.png']
+
+
+def test_tasks_come_from_the_run_record_beside_the_checkpoint(tmp_path, policy_checkpoint):
+    checkpoint, _ = policy_checkpoint
+    assert plots.checkpoint_tasks(checkpoint) == ['task1', 'task2', 'task3']  # no record: names from the logits
+    shutil.copy(checkpoint, tmp_path / 'best_model.pth.tar')
+    (tmp_path / 'run_complete.json').write_text(json.dumps({'iteration': 1, 'total': 1,
+                                                            'config': {'tasks': ['seg', 'sn', 'depth']}}))
+    assert plots.checkpoint_tasks(str(tmp_path / 'best_model.pth.tar')) == ['seg', 'sn', 'depth']

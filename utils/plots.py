@@ -1,6 +1,6 @@
 """Figures of a run: the learned policy, task correlation, training curves and prediction panels.
 
-    python -m utils.plots --checkpoint CKPT --tasks seg sn depth --out DIR [--loss-txt FILE] [--policy PICKLE ...]
+    python tools/plots.py --config YAML [--exp_ids E ...]        # command line: tools/plots.py
 
 Every figure is written as a PNG (atomically: rendered in memory, written to a temp file beside the
 target, renamed over it) and, when a tensorboardX `SummaryWriter` is passed, added with `add_figure`.
@@ -9,19 +9,17 @@ so importing or using this module needs no display and does not touch the global
 """
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
 import re
-import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.checkpoint import atomic_write_bytes, load_checkpoint, load_policy
+from utils.checkpoint import atomic_write_bytes, load_checkpoint
 
 # BGR order, as the loaders subtract it (dataloaders.transforms.IMG_MEAN); repeated here so that
 # plotting does not import cv2 and the dataset code.
@@ -209,27 +207,30 @@ def plot_task_correlation(probabilities: Sequence[Any], tasks: Sequence[str], pa
                           writer: Any = None, step: int = 0, tag: str = 'figures/task_correlation') -> np.ndarray:
     """Annotated heatmap of `task_correlation`; returns the matrix."""
     matrix = task_correlation(probabilities)
+    _save_figure(correlation_figure(matrix, tasks), path, writer, tag, step)
+    return matrix
+
+
+def correlation_figure(matrix: np.ndarray, tasks: Sequence[str]) -> Any:
+    """The heatmap of a task-correlation matrix on a fixed, labelled 0..1 scale, each value printed in its cell."""
     tasks = _check_tasks(tasks, len(matrix), "probability vectors")
     size = max(3.8, 1.6 + 0.9 * len(tasks))
     fig = _new_figure(size + 0.8, size)
     ax = fig.subplots()
-    # Execute probabilities are non-negative, so similarities lie in [0, 1] and usually close to 1:
-    # stretch the colour scale over the observed range (the numbers carry the exact values).
-    low = float(matrix.min())
-    low = low if low < 1.0 - 1e-6 else 0.0
-    image = ax.imshow(matrix, cmap='viridis', vmin=low, vmax=1.0, interpolation='nearest')
-    middle = (low + 1.0) / 2
+    # A fixed 0..1 scale (execute probabilities are non-negative, so similarities lie in [0, 1]): near-identical
+    # tasks look alike, and the printed values carry the exact numbers.
+    image = ax.imshow(matrix, cmap='viridis', vmin=0.0, vmax=1.0, interpolation='nearest')
     for i in range(len(tasks)):
         for j in range(len(tasks)):
             ax.text(j, i, f'{matrix[i, j]:.3f}', ha='center', va='center', fontsize=10,
-                    color='black' if matrix[i, j] > middle else 'white')
+                    color='black' if matrix[i, j] > 0.5 else 'white')
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_yticks(range(len(tasks)), tasks)
     ax.tick_params(length=0)
     ax.set_title('task correlation\n(cosine similarity of execute probabilities)', fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    _save_figure(fig, path, writer, tag, step)
-    return matrix
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label('cosine similarity (0 = no shared blocks, 1 = same blocks)', fontsize=8)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------- loss.txt
@@ -639,40 +640,43 @@ def write_run_figures(checkpoint_path: str, tasks: Sequence[str], out_dir: str, 
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m utils.plots',
-                                     description='Figures of a policy-learning run: learned policy, task '
-                                                 'correlation and (with --loss-txt) training curves.')
-    parser.add_argument('--checkpoint', required=True, help='policy-learning checkpoint, e.g. best_model.pth.tar')
-    parser.add_argument('--tasks', nargs='+', required=True, help='task names in config order, e.g. seg sn depth')
-    parser.add_argument('--out', required=True, help='output folder for the PNGs')
-    parser.add_argument('--loss-txt', help='the run\'s loss.txt (<log_dir>/<exp_name>/loss.txt)')
-    parser.add_argument('--policy', nargs='+', default=[], metavar='PICKLE',
-                        help='sampled policy pickle(s) (policyIter*_rs*.pickle): one policy_<name>.png each')
-    parser.add_argument('--tensorboard', metavar='DIR', help='also log the figures to a tensorboard folder')
-    args = parser.parse_args(argv)
+def checkpoint_tasks(checkpoint_path: str, checkpoint: Mapping[str, Any] | None = None) -> list[str]:
+    """Task names of a policy-learning checkpoint: from the run record beside it (run_complete.json or the
+    resume state's config), else task1..taskK from its logits."""
+    import json
+    folder = os.path.dirname(os.path.abspath(checkpoint_path))
+    record = os.path.join(folder, 'run_complete.json')
     try:
-        policies = None
-        if args.policy:
-            policies = {os.path.splitext(os.path.basename(p))[0].removeprefix('policy'):
-                        load_policy(p, num_tasks=len(args.tasks)) for p in args.policy}
-        writer = None
-        if args.tensorboard:
-            from tensorboardX import SummaryWriter
-            writer = SummaryWriter(logdir=args.tensorboard)
+        with open(record, encoding='utf-8') as handle:
+            tasks = ((json.load(handle).get('config') or {}).get('tasks'))
+        if tasks:
+            return list(tasks)
+    except (OSError, ValueError):
+        pass
+    resume = os.path.join(folder, 'resume_state.pth.tar')
+    if os.path.isfile(resume):
         try:
-            paths = write_run_figures(args.checkpoint, args.tasks, args.out, writer=writer, policies=policies,
-                                      loss_txt=args.loss_txt)
-        finally:
-            if writer is not None:
-                writer.close()
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    for path in paths:
-        print(path)
-    return 0
+            tasks = (torch.load(resume, map_location='cpu', weights_only=True, mmap=True).get('config') or {}).get('tasks')
+            if tasks:
+                return list(tasks)
+        except Exception:  # noqa: BLE001 - fall back to generic names
+            pass
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path)
+    count = len([k for k in checkpoint['mtl-net'] if re.fullmatch(r'task\d+_logits', k)])
+    return [f'task{t + 1}' for t in range(count)]
+
+
+def run_figure_inputs(opt: Mapping[str, Any], label: str | None = None) -> dict[str, Any]:
+    """Where a config's run keeps what its figures need: checkpoint, tasks, loss.txt (None if absent), out folder."""
+    paths, name = opt['paths'], opt['exp_name']
+    label = label or str(opt['train']['policy_iter'])
+    loss_txt = os.path.join(paths['log_dir'], name, 'loss.txt')
+    return {'checkpoint': os.path.join(paths['checkpoint_dir'], name, f'{label}_model.pth.tar'),
+            'tasks': list(opt['tasks']), 'loss_txt': loss_txt if os.path.isfile(loss_txt) else None,
+            'out': os.path.join(paths['result_dir'], name, 'figures')}
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from tools.plots import main
+    from utils.cli import deprecated_command
+    deprecated_command('utils.plots', 'plots', main)
