@@ -83,7 +83,7 @@ def _refuse_unfinished(source: dict, opt: dict, allow: bool) -> None:
 
 
 def obtain_policy(env: AdaShareEnv, opt: dict, seed: int, dist, allow_unfinished: bool = False) -> list[torch.Tensor]:
-    """Load `policyIter<it>_rs<seed>.pickle`, or sample it from the policy-learning checkpoint (SPEC §4.5).
+    """Load `policyIter<it>_rs<seed>.pickle`, or sample it from the policy-learning checkpoint (docs/original.md §4.5).
 
     A pickle whose source record (`.source.json`) no longer matches the checkpoint is re-sampled; a pickle
     without a record (tools.random_policies, older versions) is used as it is (docs/reliability.md).
@@ -149,7 +149,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
             return f'{done}; {_best_line(best_path, T.read_completion(resume_path).get("best_value"))}'
     fix_random_seed(seed)
     # The env (torch RNG only) is built right after seeding so that the numpy draws of the policy
-    # sample are the original's (SPEC §4.5).
+    # sample are the original's (docs/original.md §4.5).
     env = AdaShareEnv(opt, dist.device, dist, is_train=True)
     policies = None  # the paper baselines are fixed architectures, trained from scratch
     if train_opt.get('retrain_resume'):

@@ -3,7 +3,7 @@
     python train_policy.py --config yamls/adashare/nyu_v2_3task.yml --gpus 0
     torchrun --nproc_per_node 2 train_policy.py --config yamls/adashare/nyu_v2_3task.yml --gpus 0 1
 
-The original release called this script train.py (SPEC §6).
+The original release called this script train.py (docs/original.md §6).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
     env = AdaShareEnv(opt, dist.device, dist, is_train=True,
                       seg_class_weights=getattr(trainsets['train'], 'class_weights', None))
     if dist.distributed:
-        # Each rank draws its own Gumbel noise, as each DataParallel replica did (SPEC §10).
+        # Each rank draws its own Gumbel noise, as each DataParallel replica did (docs/original.md §10).
         torch.manual_seed(opt['seed'][0] + dist.rank)
     iters = {name: T.InfiniteLoader(loader) for name, loader in loaders.items()}
     fix_bn = bool(opt.get('fix_BN', False))

@@ -1,4 +1,5 @@
-"""Dataset loaders of AdaShare (SPEC §9): NYU v2, CityScapes, Tiny-Taskonomy, plus the DataLoader factory."""
+"""Dataset loaders of AdaShare (docs/original.md §9): NYU v2, CityScapes, Tiny-Taskonomy, plus the
+DataLoader factory."""
 from __future__ import annotations
 
 import random
@@ -24,7 +25,7 @@ def build_dataset(dataset: str, dataroot: str, split: str, *, crop_h: int | None
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset '{dataset}'; valid names: {sorted(DATASETS)}")
     if not is_train_split(split):
-        crop_h = crop_w = None  # evaluation splits are never cropped (SPEC §1.3)
+        crop_h = crop_w = None  # evaluation splits are never cropped (docs/original.md §1.3)
     if dataset == 'NYU_v2':
         return NYU_v2(dataroot, split, crop_h, crop_w, eval_h, eval_w, decode_normals=decode_normals,
                       num_seg_classes=num_seg_classes)

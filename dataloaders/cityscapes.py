@@ -1,4 +1,4 @@
-"""CityScapes loader (SPEC §9.2): json-indexed .npy files, 2/7/19-class segmentation + depth."""
+"""CityScapes loader (docs/original.md §9.2): json-indexed .npy files, 2/7/19-class segmentation + depth."""
 from __future__ import annotations
 
 import os

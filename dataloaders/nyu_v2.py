@@ -1,4 +1,5 @@
-"""NYU v2 loader (SPEC §9.1): json-indexed dataroot, or a plain samples folder (SPEC §8, test_sample.py)."""
+"""NYU v2 loader (docs/original.md §9.1): json-indexed dataroot, or a plain samples folder
+(docs/original.md §8, the original's test_sample.py)."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Tiny-Taskonomy loader (SPEC §9.3): json-indexed PNGs for seg, sn, depth, keypoint, edge."""
+"""Tiny-Taskonomy loader (docs/original.md §9.3): json-indexed PNGs for seg, sn, depth, keypoint, edge."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Code shared by the three dataset loaders (SPEC §9).
+"""Code shared by the three dataset loaders (docs/original.md §9).
 
 * locating the data: dataroot / json index / split checks with helpful errors;
 * reading files: PNG and .npy readers that name the file and what was expected;

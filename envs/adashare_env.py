@@ -1,6 +1,6 @@
 """AdaShareEnv: policy logits, losses, curriculum, temperature and the alternating optimisation.
 
-One env serves every phase (SPEC §3.6, §5, §6, §7):
+One env serves every phase (docs/original.md §3.6, §5, §6, §7):
   'warmup'  - shared full network, Adam on the weights, task losses only;
   'weights' - Gumbel-Softmax gates per task, SGD on the weights (train1);
   'policy'  - Gumbel-Softmax gates, Adam on the logits, task losses + regularisers (train2);
@@ -100,7 +100,7 @@ class AdaShareEnv(BaseEnv):
         return self.state.temperature
 
     def num_train_layers(self) -> int | None:
-        """Curriculum window: how many of the top policy rows are gated now (SPEC §4.3)."""
+        """Curriculum window: how many of the top policy rows are gated now (docs/original.md §4.3)."""
         return P.num_train_layers(self.state.p_epoch, int(self.opt['curriculum_speed']),
                                   bool(self.opt.get('is_curriculum', False)))
 
@@ -111,7 +111,7 @@ class AdaShareEnv(BaseEnv):
         """Per task, softmax(logits)[:, 0] (every task, fixing the original's display bug)."""
         return [P.execute_probabilities(logits.detach()).cpu() for logits in self.policy_logits()]
 
-    # ---------------------------------------------------------------- optimisers (SPEC §6)
+    # ---------------------------------------------------------------- optimisers (docs/original.md §6)
     def define_optimizers(self, policy_learning: bool) -> None:
         train_opt = self.opt['train']
         groups = [{'params': self.network.task_specific_parameters(), 'lr': float(train_opt['lr'])},
@@ -143,7 +143,7 @@ class AdaShareEnv(BaseEnv):
             self.schedulers['weights'] = torch.optim.lr_scheduler.StepLR(
                 self.optimizers['weights'], step_size=int(freq), gamma=float(rate))
         elif policy_learning:
-            # Faithful (SPEC §12.2 item 19): the warm-up StepLR stays bound to the discarded Adam,
+            # Faithful (docs/original.md §12.2 item 19): the warm-up StepLR stays bound to the discarded Adam,
             # so the SGD learning rate is constant during the alternation.
             self.schedulers.pop('weights', None)
 
@@ -200,7 +200,7 @@ class AdaShareEnv(BaseEnv):
                 for logits in self.policy_logits()]
 
     def sampled_gates(self, hard_sampling: bool = False) -> list[torch.Tensor]:
-        """Discrete gates for validation during the alternation (SPEC §4.4: numpy, per call)."""
+        """Discrete gates for validation during the alternation (docs/original.md §4.4: numpy, per call)."""
         logits = [lg.detach() for lg in self.policy_logits()]
         policies = P.hard_policy(logits) if hard_sampling else P.sample_policy_numpy(logits)
         n = self.num_train_layers()
@@ -242,7 +242,7 @@ class AdaShareEnv(BaseEnv):
             self.last_gates = self.gumbel_gates(hard=bool(train_opt.get('hard_sampling', False)))
             return self.run_network(img, self.last_gates)
         # Evaluation with 0/1 gates runs only the selected blocks and shares common prefixes:
-        # exact in eval mode (SPEC §0.5). In training it is the `true_skip` quirk (BN statistics).
+        # exact in eval mode (docs/original.md §0.5). In training it is the `true_skip` quirk (BN statistics).
         if phase == 'eval_policy':
             self.last_gates = self.sampled_gates(bool(train_opt.get('hard_sampling', False)))
             return self.run_network(img, self.last_gates, skip_unselected=not self.network.training)
@@ -261,7 +261,7 @@ class AdaShareEnv(BaseEnv):
         return losses
 
     def regularisers(self) -> dict[str, Any]:
-        """Sparsity and sharing losses of SPEC §5 on the policy logits."""
+        """Sparsity and sharing losses of docs/original.md §5 on the policy logits."""
         logits = self.policy_logits()
         diff = bool(self.opt.get('diff_sparsity_weights', False))
         is_sharing = bool(self.opt.get('is_sharing', False))

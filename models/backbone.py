@@ -1,4 +1,4 @@
-"""Deeplab-ResNet backbone (output stride 8) with per-block execute/skip gates (SPEC §3.2, §3.3).
+"""Deeplab-ResNet backbone (output stride 8) with per-block execute/skip gates (docs/original.md §3.2, §3.3).
 
 Gate forms accepted by `forward` (column 0 = execute, column 1 = skip), L = number of blocks:
   * None       plain ResNet, every block executed;
@@ -197,7 +197,7 @@ class DeeplabResNetBackbone(nn.Module):
 
 
 def _mix(fx: torch.Tensor, residual: torch.Tensor, gates: torch.Tensor, t: int) -> torch.Tensor:
-    """The original gate formula for block t (SPEC §3.3)."""
+    """The original gate formula for block t (docs/original.md §3.3)."""
     if gates.dim() == 2:
         return fx * gates[t, 0] + residual * gates[t, 1]
     if gates.dim() == 3:

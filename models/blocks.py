@@ -1,4 +1,4 @@
-"""Residual block bodies of the Deeplab-ResNet backbone (SPEC §3.1).
+"""Residual block bodies of the Deeplab-ResNet backbone (docs/original.md §3.1).
 
 Each block's `forward` returns only the block body, without the residual add and the final
 ReLU: the backbone adds the (possibly downsampled) residual and applies the gate.

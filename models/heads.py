@@ -1,4 +1,4 @@
-"""One ASPP branch (DeepLab-v2 "ASPP-L") of a task head (SPEC §3.1), and the four-branch task heads."""
+"""One ASPP branch (DeepLab-v2 "ASPP-L") of a task head (docs/original.md §3.1), and the four-branch task heads."""
 from typing import List, Sequence
 
 import torch

@@ -1,4 +1,4 @@
-"""The task-specific multi-task network (the original's MTL2, SPEC §3.4): a shared gated
+"""The task-specific multi-task network (the original's MTL2, docs/original.md §3.4): a shared gated
 Deeplab-ResNet backbone, four ASPP branches per task and one [P, 2] policy logit table per task.
 
 The model is pure: `forward(img, gates)` takes already padded per-task gates, keeps no sampled

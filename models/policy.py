@@ -1,4 +1,4 @@
-"""Pure policy functions (SPEC §4): logits init, Gumbel-Softmax gates, curriculum padding,
+"""Pure policy functions (docs/original.md §4): logits init, Gumbel-Softmax gates, curriculum padding,
 temperature schedule, and the discrete samplers used for retraining and evaluation.
 
 Column 0 of every logit/gate row means "execute the block", column 1 "skip it".
@@ -100,7 +100,7 @@ def execute_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def sample_policy_numpy(logits_list: Sequence[torch.Tensor],
                         rng: Optional[np.random.RandomState] = None) -> List[torch.Tensor]:
-    """Discrete policies as the original's test_sample_policy (SPEC §4.4), bit for bit.
+    """Discrete policies as the original's test_sample_policy (docs/original.md §4.4), bit for bit.
 
     For each task in order, d = scipy softmax of the float32 CPU logits; for each row in order
     s = choice((1, 0), p=d[i]) (one uniform u per row, s = 1 iff u < p0 / (p0 + p1)), row

@@ -77,7 +77,7 @@ def test_synthetic_yamls_validate_for_every_script(name, script):
     load_config(_yml('synthetic', name), script)
 
 
-# SPEC §1.6, the shipped paper configs.
+# docs/original.md §1.6, the shipped paper configs.
 PAPER_VALUES = {
     'nyu_v2_2task': dict(exp_name='nyu_v2_2task', backbone='ResNet18', tasks=['seg', 'sn'], classes=[40, 3],
                          lambdas=[1, 20], crop=321, iters=(16, 20000, 4000, 20000), lrs=(0.001, 0.001, 0.01),
@@ -120,7 +120,8 @@ def test_paper_yaml_values_are_the_originals(name):
     assert (train['weight_iter_alternate'], train['alpha_iter_alternate']) == want['alternate']
     assert opt['curriculum_speed'] == want['speed']
     assert (train['init_temp'], train['decay_temp']) == (5, 0.965)
-    # Common to all four (SPEC §1.6); taskonomy ships resume False (the original's True crashes a fresh run).
+    # Common to all four (docs/original.md §1.6); taskonomy ships resume False (the original's True
+    # crashes a fresh run).
     assert opt['policy_model'] == 'task-specific' and opt['policy'] is True and opt['skip_layer'] == 0
     assert opt['is_sparse'] is opt['is_sharing'] is opt['is_curriculum'] is opt['diff_sparsity_weights'] is True
     assert opt['fix_BN'] is opt['retrain_from_pl'] is train['hard_sampling'] is False

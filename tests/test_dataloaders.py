@@ -1,4 +1,5 @@
-"""Dataset loaders (SPEC §9): batch keys/dtypes/value conventions, augmentation, samples folder, bad input."""
+"""Dataset loaders (docs/original.md §9): batch keys/dtypes/value conventions, augmentation, samples
+folder, bad input."""
 from __future__ import annotations
 
 import json
@@ -323,7 +324,7 @@ def test_taskonomy_train_padding_and_mirror(roots, monkeypatch):
 # --------------------------------------------------------------------------- augmentation functions
 
 def original_pad_crop(img, shifted, plain, crop_h, crop_w, ignore):
-    """Transcription of the original's crop (SPEC §9): concatenate, shift, zero-pad, crop, shift back."""
+    """Transcription of the original's crop (docs/original.md §9): concatenate, shift, zero-pad, crop, shift back."""
     label = np.concatenate(shifted, axis=2).astype('float32')
     label -= ignore
     combined = np.concatenate([img, label] + plain, axis=2)

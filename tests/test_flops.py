@@ -1,4 +1,5 @@
-"""Conv FLOPs/MACs and parameter counts (SPEC §11), per task, for the execution tree and compute-everything."""
+"""Conv FLOPs/MACs and parameter counts (docs/original.md §11), per task, for the execution tree and
+compute-everything."""
 import pytest
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ def out_size(size, kernel, stride, padding, dilation=1, ceil=False):
 
 
 def conv_flops(cin, cout, k, hw, bias=False):
-    """(FLOPs, MACs) of one conv on one image by the SPEC §11 formula."""
+    """(FLOPs, MACs) of one conv on one image by the docs/original.md §11 formula."""
     positions = hw[0] * hw[1]
     macs = k * k * cin * cout * positions
     return 2 * macs + (cout * positions if bias else 0), macs

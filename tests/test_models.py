@@ -1,4 +1,4 @@
-"""Model tests: state_dict layout (SPEC Appendix A), init order, sizes, gate semantics, skipping."""
+"""Model tests: state_dict layout (docs/original.md Appendix A), init order, sizes, gate semantics, skipping."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from models.blocks import BasicBlock, Bottleneck
 from models.heads import ClassificationModule
 
 
-# ---------------------------------------------------------------- expected layout (from SPEC Appendix A rules)
+# ------------------------------------------- expected layout (from the rules of docs/original.md Appendix A)
 def _bn(prefix, width):
     return [(f"{prefix}.{name}", [width]) for name in ("weight", "bias", "running_mean", "running_var")] + \
            [(f"{prefix}.num_batches_tracked", [])]
@@ -219,7 +219,7 @@ def net():
 
 
 def reference_features(bb, x, execute):
-    """Independent loop of SPEC §3.3 with hard decisions (1 = execute, 0 = skip)."""
+    """Independent loop of docs/original.md §3.3 with hard decisions (1 = execute, 0 = skip)."""
     x = bb.maxpool(F.relu(bb.bn1(bb.conv1(x))))
     t = 0
     for s, segment in enumerate(bb.blocks):

@@ -1,4 +1,4 @@
-"""Policy function tests (SPEC §4): schedules, padding, samplers, init."""
+"""Policy function tests (docs/original.md §4): schedules, padding, samplers, init."""
 import numpy as np
 import pytest
 import scipy.special
@@ -57,7 +57,7 @@ def test_pad_gates_dtype_device_and_gradient():
 
 
 def _by_hand(logits_list, seed):
-    """SPEC §4.4 parity recipe: one uniform per (task, row), execute iff u < p0 / (p0 + p1)."""
+    """docs/original.md §4.4 parity recipe: one uniform per (task, row), execute iff u < p0 / (p0 + p1)."""
     np.random.seed(seed)
     policies = []
     for logits in logits_list:

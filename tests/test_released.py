@@ -19,7 +19,7 @@ HEAD = 8  # head_channels: the original's 1024 keeps the same key names, only wi
 
 
 def original_state_dict(num_classes=(40, 3, 1)):
-    """MTL2.state_dict() of the original, key by key from SPEC Appendix A (random values)."""
+    """MTL2.state_dict() of the original, key by key from docs/original.md Appendix A (random values)."""
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=g) * 0.01  # noqa: E731
     sd = {}

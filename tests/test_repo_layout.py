@@ -65,3 +65,72 @@ def test_library_packages_hold_no_command_lines_and_old_names_point_to_tools():
     assert old.stderr.splitlines() == ['note: `python -m utils.summary` is deprecated and goes in the next release; '
                                        'run `python tools/summary.py` (or `python -m tools.summary` from the '
                                        'repository root)']
+
+
+def _repository_text_files():
+    """Tracked and new (not ignored) files, or every file outside .git where git is unavailable."""
+    import subprocess
+    try:
+        out = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+        names = [n for n in out.decode('utf-8').split('\0') if n]
+    except (OSError, subprocess.CalledProcessError):
+        names = [os.path.relpath(os.path.join(folder, n), ROOT) for folder, dirs, files in os.walk(ROOT)
+                 if '.git' not in folder.split(os.sep) for n in files]
+    for name in names:
+        path = os.path.join(ROOT, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path, 'rb') as f:
+            data = f.read()
+        if b'\0' in data:
+            continue  # binary
+        yield name, data.decode('utf-8', errors='replace')
+
+
+def test_no_reference_to_documents_outside_the_repository():
+    # Built from parts so that this file does not match itself.
+    forbidden = ['SPEC' + ' §', 'SPEC' + '.md', 'SPEC' + ' section', '..' + '/shared', '/work' + '/shared',
+                 'PAPER' + '_TABLES', 'BASELINES' + '.md', 'DESIGN' + '.md']
+    hits = [f'{name}:{i}: {line.strip()[:100]}' for name, text in _repository_text_files()
+            for i, line in enumerate(text.splitlines(), 1) if any(word in line for word in forbidden)]
+    assert not hits, 'references to documents outside the repository:\n' + '\n'.join(hits)
+
+
+def test_every_reference_to_docs_original_names_an_existing_section():
+    import re
+    doc = open(os.path.join(ROOT, 'docs', 'original.md'), encoding='utf-8').read()
+    sections = set(re.findall(r'^#{2,4} (\d+(?:\.\d+)*)\.? ', doc, flags=re.M))
+    sections |= {f'Appendix {a}' for a in re.findall(r'^#{2,4} Appendix ([A-Z])\b', doc, flags=re.M)}
+    items = set(re.findall(r'^(\d+)\. ', doc, flags=re.M))
+    assert {'0.3', '4.4', '5', '12.2', 'Appendix A'} <= sections
+    reference = re.compile(r'docs/original\.md ((?:§[\d.]*\d(?: items? \d+(?:-\d+)?(?:, \d+(?:-\d+)?)*)?'
+                           r'(?:,? (?:and )?§[\d.]*\d)*)|Appendix [A-Z])')
+    seen, missing = 0, []
+    for name, text in _repository_text_files():
+        if name == os.path.join('docs', 'original.md'):
+            continue
+        for match in reference.finditer(text):
+            seen += 1
+            ref = match.group(1)
+            if ref.startswith('Appendix'):
+                if ref not in sections:
+                    missing.append(f'{name}: {ref}')
+                continue
+            for part in re.findall(r'§([\d.]*\d)((?: items? \d+(?:-\d+)?(?:, \d+(?:-\d+)?)*)?)', ref):
+                if part[0] not in sections:
+                    missing.append(f'{name}: §{part[0]}')
+                for first, last in re.findall(r'(\d+)(?:-(\d+))?', part[1]):
+                    for n in range(int(first), int(last or first) + 1):
+                        if str(n) not in items:
+                            missing.append(f'{name}: §{part[0]} item {n}')
+    assert seen >= 60, seen
+    assert not missing, 'references to sections docs/original.md does not have:\n' + '\n'.join(missing)
+
+
+def test_docs_original_names_every_quirk_switch():
+    from utils.config import SCHEMA
+    doc = open(os.path.join(ROOT, 'docs', 'original.md'), encoding='utf-8').read()
+    for key in SCHEMA:
+        if key.name.startswith('quirks.'):
+            assert f'`{key.name}`' in doc, key.name

@@ -18,7 +18,7 @@ from envs import AdaShareEnv  # noqa: E402
 
 
 def random_batch(opt: dict, batch_size: int, height: int, width: int) -> dict:
-    """A batch with the dataset's keys and value conventions (SPEC §9)."""
+    """A batch with the dataset's keys and value conventions (docs/original.md §9)."""
     dataset = opt['dataload']['dataset']
     tasks, classes = opt['tasks'], opt['tasks_num_class']
     batch: dict = {'img': torch.randn(batch_size, 3, height, width) * 60}

@@ -243,7 +243,7 @@ def report(res: dict) -> str:
         out.append(f"{option:<34}{r['everything']:>17.4f}{r['ours']:>12.4f}{speedup:>9.2f}x{ratio:>11.2f}x"
                    f"{100 * speedup / ratio:>9.1f}%{100 * saved:>17.1f}%{r['max_abs_diff']:>11.2e}")
     out.append('  achieved = speed-up / FLOP ratio (goal >= 90%); time/FLOPs saved = fraction of time saved over '
-               'fraction of FLOPs saved (SPEC 0.8)')
+               'fraction of FLOPs saved (docs/original.md §0.8)')
     out.append('')
     batch = res['batch_size']
     crop = f"{res['crop'][0]}x{res['crop'][1]}"

@@ -2,9 +2,10 @@
 
 * `<checkpoint_dir>/<exp_name>/<label>_model.pth.tar` = `torch.save` of
   `{'mtl-net': state_dict, 'weights': optimiser state, 'alphas': optimiser state, 'iter': int, 'temp': float}`
-  (SPEC §3.8); network keys never carry a `module.` prefix. Read with `torch.load(weights_only=True)`.
+  (docs/original.md §3.8); network keys never carry a `module.` prefix. Read with `torch.load(weights_only=True)`.
 * `<checkpoint_dir>/<exp_name>/policyIter<it>_rs<seed:04d>.pickle` = `pickle.dump({'task1_policy': int64 [P,2], ...})`
-  (SPEC §4.6), read with an allow-list unpickler that can only rebuild tensors. A `.txt` table sits beside it.
+  (docs/original.md §4.6), read with an allow-list unpickler that can only rebuild tensors. A `.txt` table
+  sits beside it.
 * Every write goes to a temp file in the same folder, is fsynced and renamed over the target, so a crash
   mid-write leaves the previous file intact.
 """

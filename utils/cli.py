@@ -1,4 +1,4 @@
-"""The three flags every script takes (SPEC §2), and one clear message instead of a traceback wall."""
+"""The three flags every script takes (docs/original.md §2), and one clear message instead of a traceback wall."""
 from __future__ import annotations
 
 import argparse

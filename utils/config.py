@@ -1,7 +1,7 @@
 """The configuration: one schema for every YAML key, loading, validation, defaults and the reference docs.
 
 The config stays a plain nested dict (`opt['train']['lr']`, as in the original). `SCHEMA` below is the
-single source of truth: every key of SPEC §1, our extension keys and the `quirks:` switches, each with
+single source of truth: every key of docs/original.md §1, our extension keys and the `quirks:` switches, each with
 its type/range, default, the scripts that require it and a one-line meaning. Adding a key is one
 `Key(...)` line; validation, defaults, path resolution, `format_options` and `schema_markdown` all
 follow from it.
@@ -258,7 +258,7 @@ def needs(scripts: Sequence[str], when: Condition | None = None) -> dict[str, Co
 ALL_CHOSEN = ('train.init_method', 'all_chosen')
 
 SCHEMA: tuple[Key, ...] = (
-    # --- top level (SPEC §1.1)
+    # --- top level (docs/original.md §1.1)
     Key('exp_name', Text(), 'Sub-folder under every paths.* entry; policy learning, re-train and test of one '
         'experiment share it.', required_by=needs(ALL)),
     Key('seed', ListOf(Integer(0, MAX_SEED)), 'train_policy seeds with seed[0]; re-train/test use seed[exp_id] '
@@ -307,14 +307,14 @@ SCHEMA: tuple[Key, ...] = (
     Key('baseline.fusion_lr_mult', Number(gt=0), 'Extension: learning rate of the fusion modules (cross-stitch '
         'and Sluice units, NDDR layers, MTAN attention) = train.backbone_lr x this factor (NDDR-CNN used 100 '
         'for its layers; 1 = the same parameter set as every other model).', default=1.0),
-    # --- paths (SPEC §1.2)
+    # --- paths (docs/original.md §1.2)
     Key('paths.log_dir', Text('path'), '`<log_dir>/<exp_name>/`: opt.txt, loss.txt, tensorboard events.',
         required_by=needs(ALL), path=True),
     Key('paths.result_dir', Text('path'), '`<result_dir>/<exp_name>/`: results (test.py writes its JSON there).',
         required_by=needs(ALL), path=True),
     Key('paths.checkpoint_dir', Text('path'), '`<checkpoint_dir>/<exp_name>/`: `<label>_model.pth.tar` and '
         '`policy<label>.pickle`.', required_by=needs(ALL), path=True),
-    # --- dataload (SPEC §1.3)
+    # --- dataload (docs/original.md §1.3)
     Key('dataload.dataset', Choice(DATASETS), 'Picks the loader, the CE ignore index, the depth mask rule and '
         'the reference metrics.', required_by=needs(ALL)),
     Key('dataload.dataroot', Text('path'), 'Dataset root: the json index of the splits and the data files it '
@@ -336,7 +336,7 @@ SCHEMA: tuple[Key, ...] = (
         'copies; null = pin whenever CUDA is available.', default=None),
     Key('dataload.prefetch_factor', Nullable(Integer(1)), 'Extension: batches each worker prepares ahead; null = '
         'the PyTorch default (2); ignored with num_workers 0.', default=None),
-    # --- train (SPEC §1.4)
+    # --- train (docs/original.md §1.4)
     Key('train.batch_size', Integer(1), 'Global batch of every train loader and of the validation loader used '
         'during training (test.py uses 1); split across DDP ranks.', required_by=needs(TRAIN_RETRAIN)),
     Key('train.total_iters', Integer(1), 'Length of the policy-learning loop (warm-up + weight + policy '
@@ -416,10 +416,10 @@ SCHEMA: tuple[Key, ...] = (
         'of the original\'s boolean selection of valid rows: no host synchronisation per step on GPUs. The same '
         'values up to float rounding, so not bit-equal to the original; false = the original\'s order of '
         'operations.', default=False),
-    # --- test (SPEC §1.5)
+    # --- test (docs/original.md §1.5)
     Key('test.which_iter', Nullable(Text()), 'Unused by the original and by this code.', default=None,
         unused=True),
-    # --- quirks (SPEC §0.3, §12): every default is the original behaviour
+    # --- quirks (docs/original.md §0.3, §12): every default is the original behaviour
     Key('quirks.decode_normals', Boolean(), 'NYU normals become float unit vectors (x, y, z), invalid = 0, '
         'mirroring negates x; valid iff norm > 0.5.', default=False,
         modules=('dataloaders', 'envs/losses', 'utils/metrics')),

@@ -2,7 +2,7 @@
 
 `--gpus -1` (or a machine without CUDA) means CPU. Under `torchrun` (env RANK / WORLD_SIZE /
 LOCAL_RANK) every process owns one device and `train.batch_size` is global: each rank loads
-`batch_size // world_size` samples (SPEC §0.8). Only rank 0 writes files.
+`batch_size // world_size` samples (docs/original.md §0.8). Only rank 0 writes files.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from utils.flops import (Branch, execution_tree, format_execution_tree, format_p
 
 COMPACT_FORMAT = "adashare-compact"
 COMPACT_VERSION = 1
-# Original evaluation sizes per dataset (SPEC §0.8), used when dataload.eval_h/eval_w are null.
+# Original evaluation sizes per dataset (docs/original.md §0.8), used when dataload.eval_h/eval_w are null.
 DEFAULT_EVAL_HW = {"NYU_v2": (480, 640), "CityScapes": (256, 512), "Taskonomy": (256, 256)}
 CITYSCAPES_SMALL_RES_HW = (128, 256)
 VERIFY_HW = (64, 64)  # small random input for the export's equality check (cheap even for ResNet-34)

@@ -1,4 +1,4 @@
-"""Convolution FLOPs/MACs and parameter counts of the multi-task network, per fixed policy (SPEC §11).
+"""Convolution FLOPs/MACs and parameter counts of the multi-task network, per fixed policy (docs/original.md §11).
 
 Counting rule (the original `compute_flops`): only `nn.Conv2d` layers count, once per call,
     FLOPs = 2·kh·kw·Cin·Cout/groups·(B·Hout·Wout) + Cout·B·Hout·Wout (bias term only if the conv has a bias),
@@ -7,9 +7,9 @@ divided by the number of images B. Everything here is per image.
 
 Three ways of running K tasks with hard 0/1 policies are costed (`policy_cost`):
   * per task on its own: stem + the downsample projections (they always run, a skipped block 0 of a
-    segment still applies its projection, SPEC §3.3 (i)) + the task's selected blocks + its four heads;
+    segment still applies its projection, docs/original.md §3.3 (i)) + the task's selected blocks + its four heads;
   * the execution tree: tasks share features up to the first block where their decisions differ, so each
-    shared prefix is computed once (`DeeplabResNetBackbone.forward_shared_prefix`, SPEC §0.5);
+    shared prefix is computed once (`DeeplabResNetBackbone.forward_shared_prefix`, docs/original.md §0.5);
   * compute-everything, as the original MTL2 computes it: K full backbone passes (every block) + all heads.
 The analytic numbers come from a per-component cost table and are cross-checked against hook counts of
 the real forward paths, run on the `meta` device (shapes only, no arithmetic).
@@ -376,7 +376,7 @@ def policy_cost(model: nn.Module, policies: Sequence[PolicyLike], input_hw: Sequ
       per_task[k]        this task alone: stem + projections + its blocks + its heads ('blocks': its block indices);
       tree               all tasks, shared prefixes once ('blocks': union of used blocks);
       compute_everything the original MTL2 forward: K full backbone passes + all heads; its 'params'/'values'
-                         are the whole network (parameters incl. logits / + BN buffers, SPEC §11) and
+                         are the whole network (parameters incl. logits / + BN buffers, docs/original.md §11) and
                          'network_params' excludes the logits;
       single_pass        one shared full backbone pass + all heads (the warm-up forward);
       ratio              tree/everything FLOPs, the fraction saved, tree/network parameters.

@@ -1,4 +1,5 @@
-"""Run logs under `<log_dir>/<exp_name>/`: `opt.txt`, `loss.txt` (appended) and tensorboardX events (SPEC §6).
+"""Run logs under `<log_dir>/<exp_name>/`: `opt.txt`, `loss.txt` (appended) and tensorboardX events
+(docs/original.md §6).
 
 Only the main rank logs: on other ranks `RunLogger(..., enabled=False)` writes nothing at all.
 Tensors are converted with `.item()` here, so callers pay the device sync only when they log.

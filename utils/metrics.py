@@ -1,9 +1,9 @@
-"""Evaluation metrics of AdaShare (SPEC §6, §8): streaming accumulators, reference tables, score, and the
+"""Evaluation metrics of AdaShare (docs/original.md §6, §8): streaming accumulators, reference tables, score, and the
 paper's metric set per dataset and task (`paper_metrics`: the metrics of Δ_t and the tables' columns).
 
 This is the only evaluation code of the project: validation in train_policy.py / re-train.py and
 test.py all go through `MultiTaskMetrics`. The default `MetricProtocol()` reproduces the original
-release number for number (SPEC §12.2 items 11, 13-16); `MetricProtocol.standard()` switches every
+release number for number (docs/original.md §12.2 items 11, 13-16); `MetricProtocol.standard()` switches every
 quirk to the usual definition.
 
 Per-batch work stays on the device of the predictions. The only host transfer per batch is the
@@ -44,7 +44,7 @@ def seg_ignore_index(dataset: str) -> int:
 
 @dataclass(frozen=True)
 class MetricProtocol:
-    """Which evaluation quirks of the original are switched to the standard definition (SPEC §0.3)."""
+    """Which evaluation quirks of the original are switched to the standard definition (docs/original.md §0.3)."""
 
     miou_all_classes: bool = False  # mIoU over classes present in GT or prediction (IoU 0 when TP = 0)
     pixel_pooled: bool = False  # per-pixel pooling instead of batch-size-weighted per-batch means
@@ -202,7 +202,8 @@ class SegMetric:
         if self.protocol.pixel_pooled:
             valid = (labels >= 0) & (labels < classes) & (labels != self.ignore_index)
         else:
-            valid = labels < classes  # keeps CityScapes' -1: counted as errors in Pixel Acc (SPEC §12.2 item 15)
+            # Keeps CityScapes' -1: counted as errors in Pixel Acc (docs/original.md §12.2 item 15).
+            valid = labels < classes
         pred = logits.argmax(dim=1).index_select(1, rows).index_select(2, cols)
 
         correct = ((pred == labels) & valid).sum()
@@ -298,7 +299,7 @@ class NormalMetric:
         pred = upsample(pred.float(), gt.shape[-2:], self.protocol)
         gt = gt.to(pred.device, non_blocking=True)
         valid = self.valid_mask(gt)
-        # Faithful mode normalises the raw uint8 colour vectors (SPEC §12.2 item 11).
+        # Faithful mode normalises the raw uint8 colour vectors (docs/original.md §12.2 item 11).
         cos = _cosine(gt.float(), pred).clamp(-1.0, 1.0)
         angle = torch.rad2deg(torch.arccos(cos))
         zero = torch.zeros((), dtype=angle.dtype, device=angle.device)
@@ -475,7 +476,8 @@ class MultiTaskMetrics:
         return {task: self.metrics[task].compute() for task in self.tasks}
 
 
-# Reference metrics of the score (SPEC §6): fractions for mIoU / Pixel Acc, degrees and % for sn, % for sigmas.
+# Reference metrics of the score (docs/original.md §6): fractions for mIoU / Pixel Acc, degrees and %
+# for sn, % for sigmas.
 _NYU_2TASK = {
     "seg": {"mIoU": 0.413, "Pixel Acc": 0.691},
     "sn": {"Angle Mean": 15.0, "Angle Median": 11.5, "Angle 11.25": 49.2, "Angle 22.5": 76.7, "Angle 30": 86.8},

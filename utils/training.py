@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dataloaders import build_dataset_from_config, seed_worker
 from utils.device import DistContext, split_batch_size
 
-# Blocks per backbone as train.py counts them for the "best" threshold (SPEC §1.1: ResNet34 -> 18, sic).
+# Blocks per backbone as train.py counts them for the "best" threshold (docs/original.md §1.1: ResNet34 -> 18, sic).
 _BEST_THRESHOLD_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 18, 'ResNet101': 33}
 _TRUE_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 16, 'ResNet101': 33}
 
@@ -52,7 +52,7 @@ def make_dirs(opt: dict, dist: DistContext | None) -> None:
 class SeededItems(Dataset):
     """Wraps a dataset so that item `(epoch, index)` is augmented with its own seed.
 
-    The augmentation draws from python `random` and numpy (SPEC §9); seeding them per
+    The augmentation draws from python `random` and numpy (docs/original.md §9); seeding them per
     (seed, epoch, index) makes the data stream reproducible and resumable at any batch, with
     any number of workers. The caller's global RNG states are restored afterwards.
     """
@@ -299,7 +299,7 @@ def seg_classes(opt: dict) -> int | None:
 
 
 def reference_for(opt: dict) -> dict:
-    """The reference metrics the validation score is computed against (SPEC §6)."""
+    """The reference metrics the validation score is computed against (docs/original.md §6)."""
     from utils.metrics import reference_metrics
     return reference_metrics(opt['dataload']['dataset'], opt['tasks'], seg_classes(opt),
                              bool(opt['dataload'].get('small_res', False)))
@@ -314,7 +314,7 @@ def loss_line(tag: str, values: dict) -> str:
     return f'[{tag}] ' + ' '.join(f"{k}={v['total']:.4f}" for k, v in values.items())
 
 
-# ------------------------------------------------------------------ exact resume (SPEC §0.8)
+# ------------------------------------------------------------------ exact resume (docs/original.md §0.8)
 def resume_state_path(opt: dict, prefix: str = '') -> str:
     """`<checkpoint_dir>/<exp_name>/<prefix>resume_state.pth.tar`, beside the checkpoints."""
     return os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'], f'{prefix}resume_state.pth.tar')

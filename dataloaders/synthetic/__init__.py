@@ -1,5 +1,5 @@
 """Synthetic multi-task datasets for AdaShare: ray-cast analytic scenes written in the NYU v2, CityScapes and
-Taskonomy on-disk layouts (SPEC section 9), so the whole pipeline runs without the real data.
+Taskonomy on-disk layouts (docs/original.md §9), so the whole pipeline runs without the real data.
 
 Usage: ``python tools/synthetic_data.py --layout {nyu_v2,cityscapes,taskonomy,nyu_v2_samples} --out DIR`` or
 ``generate_dataset(layout, out_dir, ...)``.

@@ -1,4 +1,4 @@
-"""File writers: one per on-disk layout (SPEC section 9), each returning the relative paths of an item's files."""
+"""File writers: one per on-disk layout (docs/original.md §9), each returning the relative paths of an item's files."""
 from __future__ import annotations
 
 import json
