@@ -249,10 +249,15 @@ def test_split_smaller_than_the_batch_is_found_at_start_up(tmp_path, nyu_root):
     assert _nothing_written(tmp_path, opt)
 
 
-def test_empty_test_split_names_the_split(tmp_path, nyu_root):
+def _dataset_copy(tmp_path, nyu_root):
+    """A copy of the tiny dataset and its parsed split index, to break one thing in."""
     root = tmp_path / 'nyu'
     shutil.copytree(nyu_root, root)
-    index = json.loads((root / 'nyu_v2_3task.json').read_text())
+    return root, json.loads((root / 'nyu_v2_3task.json').read_text())
+
+
+def test_empty_test_split_names_the_split(tmp_path, nyu_root):
+    root, index = _dataset_copy(tmp_path, nyu_root)
     index['test'] = []
     (root / 'nyu_v2_3task.json').write_text(json.dumps(index))
     config, opt = tiny_yaml(tmp_path, root)
@@ -262,9 +267,7 @@ def test_empty_test_split_names_the_split(tmp_path, nyu_root):
 
 
 def test_missing_file_and_eval_size_are_found_at_start_up(tmp_path, nyu_root):
-    root = tmp_path / 'nyu'
-    shutil.copytree(nyu_root, root)
-    index = json.loads((root / 'nyu_v2_3task.json').read_text())
+    root, index = _dataset_copy(tmp_path, nyu_root)
     missing = index['train2'][-1][2]
     os.remove(root / missing)
     config, opt = tiny_yaml(tmp_path, root)
