@@ -231,10 +231,9 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
             values = T.losses_to_float(losses)
             logger.log_losses(it, values, f'retrain{exp_id:03d}')
             bar.write(T.loss_line(f'retrain {exp_id} {it}', values))
-        saved_latest = it % val_freq == 0
-        if saved_latest:
+        validated = it % val_freq == 0  # `latest` (one file with the resume state) follows every validation
+        if validated:
             metrics = env.validate_retrain(val_loader, n_eval) if dist.is_main else {}
-            env.save_label(latest)
             if dist.is_main:
                 logger.log_metrics(it, metrics, f'retrain{exp_id:03d}_val')
                 value = watch.add(metrics)
@@ -242,7 +241,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
                 if value > state.best_value:
                     state.best_value = value
                     env.save_label(best_label)
-        T.finish_iteration(env, latest, train_opt.get('latest_freq'), total, saved_latest, resume_path, loaders,
+        T.finish_iteration(env, latest, train_opt.get('latest_freq'), total, validated, resume_path, loaders,
                            record)
         bar.update(1)  # after the step, as in train_policy.py
     bar.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Iterable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,10 +53,10 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
         train_opt['weight_iter_alternate'] = len(loaders['train1'])
     if train_opt.get('alpha_iter_alternate') is None:
         train_opt['alpha_iter_alternate'] = len(loaders['train2'])
-    loop = T.LoopConfig(total_iters=int(train_opt['total_iters']), warm_up_iters=int(train_opt['warm_up_iters']),
-                        weight_iter_alternate=int(train_opt['weight_iter_alternate']),
-                        alpha_iter_alternate=int(train_opt['alpha_iter_alternate']),
-                        print_freq=int(train_opt['print_freq']), val_freq=int(train_opt['val_freq']))
+    schedule = T.LoopConfig(total_iters=int(train_opt['total_iters']), warm_up_iters=int(train_opt['warm_up_iters']),
+                            weight_iter_alternate=int(train_opt['weight_iter_alternate']),
+                            alpha_iter_alternate=int(train_opt['alpha_iter_alternate']),
+                            print_freq=int(train_opt['print_freq']), val_freq=int(train_opt['val_freq']))
     T.claim_folder(opt, dist, ['train_policy'], ' '.join(sys.argv))
 
     env = AdaShareEnv(opt, dist.device, dist, is_train=True,
@@ -67,7 +69,7 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
     resume_path = T.resume_state_path(opt)
     payload, record = (None, T.RunRecord(recorded_config(opt), []))
     if train_opt['auto_resume'] and not fresh:
-        done = T.complete_message(resume_path, loop.total_iters, 'policy-learning run', 'total_iters',
+        done = T.complete_message(resume_path, schedule.total_iters, 'policy-learning run', 'total_iters',
                                   os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name']))
         if done is not None:
             if dist.is_main:
@@ -97,25 +99,17 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
         env.define_schedulers(policy_learning=False)
     env.apply_phase_freezing(fix_bn)
 
-    refer = T.reference_for(opt)
     best_after = T.best_threshold_blocks(opt) * int(opt['curriculum_speed']) * \
-        (loop.weight_iter_alternate + loop.alpha_iter_alternate)
-    policy_on = bool(opt.get('policy', True))
-    state = env.state
-    n_eval = T.eval_iter(opt)
-    watch = T.ValidationWatch(eval_split, refer)
-
-    bar = Progress(loop.total_iters, state.current_iter, 'policy learning', enabled=dist.is_main)
-    while state.current_iter < loop.total_iters:
-        env.train()
-        state.current_iter += 1
-        it = state.current_iter
-        if it < loop.warm_up_iters:
-            saved_latest = _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, watch)
-        else:
-            saved_latest = _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist,
-                                                  refer, best_after, policy_on, fix_bn, watch)
-        T.finish_iteration(env, 'latest', train_opt.get('latest_freq'), loop.total_iters, saved_latest,
+        (schedule.weight_iter_alternate + schedule.alpha_iter_alternate)
+    loop = PolicyLoop(env=env, iters=iters, val_loader=val_loader, schedule=schedule, logger=logger,
+                      bar=Progress(schedule.total_iters, env.state.current_iter, 'policy learning', enabled=dist.is_main),
+                      watch=T.ValidationWatch(eval_split, T.reference_for(opt)), is_main=dist.is_main,
+                      n_eval=T.eval_iter(opt), best_after=best_after, policy_on=bool(opt.get('policy', True)),
+                      fix_bn=fix_bn)
+    bar, watch = loop.bar, loop.watch
+    while env.state.current_iter < schedule.total_iters:
+        latest_due = loop.iteration()
+        T.finish_iteration(env, 'latest', train_opt.get('latest_freq'), schedule.total_iters, latest_due,
                            resume_path, iters, record)
         bar.update(1)  # after the step, so the plain line names the phase it ran
     bar.close()
@@ -124,7 +118,7 @@ def _train(opt: dict, dist, fresh: bool = False, accept_changes: bool = False) -
     logger.close()
     if dist.is_main:
         watch.check(f'train_policy.py ({opt["exp_name"]})')
-        T.report_policy_best(env, opt, loop.warm_up_iters + best_after)
+        T.report_policy_best(env, opt, schedule.warm_up_iters + best_after)
         print(_closing(opt, env, started))
     return 0
 
@@ -150,99 +144,126 @@ def _closing(opt: dict, env: AdaShareEnv, started: float) -> str:
                            files_written(folders, started))
 
 
+@dataclass
+class PolicyLoop:
+    """What each iteration of policy learning uses: the env, the loaders, the schedule, the logger, the
+    progress line and the validation watch. `iteration()` runs one step of the current phase."""
+    env: AdaShareEnv
+    iters: dict[str, T.InfiniteLoader]
+    val_loader: Iterable
+    schedule: T.LoopConfig
+    logger: RunLogger
+    bar: Progress
+    watch: T.ValidationWatch
+    is_main: bool
+    n_eval: int
+    best_after: int  # iterations after the warm-up before `best` may be saved
+    policy_on: bool
+    fix_bn: bool
 
-def _warmup_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, watch) -> bool:
-    """One warm-up step on `train` with the shared network; returns whether `latest` was saved."""
-    it = env.state.current_iter
-    bar.set_phase('warm-up')
-    env.set_inputs(next(iters['train']))
-    losses = env.optimize('warmup')
-    if it % loop.print_freq == 0:
-        _log_losses(logger, bar, it, 'warmup', losses, env)
-    if it % loop.val_freq == 0:
-        metrics = env.validate(val_loader, 'eval_shared', n_eval, extras=True) if dist.is_main else {}
-        _log_metrics(logger, bar, it, metrics, watch)
-        env.save_label('latest')
-        return True
-    return False
+    def iteration(self) -> bool:
+        """Advance the counter and run one step; returns whether `latest` is due (after each validation)."""
+        self.env.train()
+        self.env.state.current_iter += 1
+        if self.env.state.current_iter < self.schedule.warm_up_iters:
+            return self.warmup_step()
+        return self.alternation_step()
 
+    def warmup_step(self) -> bool:
+        """One step on `train` with the shared network."""
+        it = self.env.state.current_iter
+        self.bar.set_phase('warm-up')
+        self.env.set_inputs(next(self.iters['train']))
+        losses = self.env.optimize('warmup')
+        if it % self.schedule.print_freq == 0:
+            self.log_losses('warmup', losses)
+        if it % self.schedule.val_freq == 0:
+            self.validate('eval_shared')
+            return True
+        return False
 
-def _alternation_iteration(env, iters, val_loader, loop, logger, bar, n_eval, dist, refer, best_after,
-                           policy_on, fix_bn, watch) -> bool:
-    """One weight (train1) or policy (train2) step of the alternation; returns whether `latest` was saved."""
-    state = env.state
-    it = state.current_iter
-    if not state.alternation_started:
-        env.start_alternation()
-        if it == loop.warm_up_iters:
-            env.save_label('warmup')
-        env.fix_alpha()
-    if state.flag == 'update_w':
-        bar.set_phase(f'weights (tau {state.temperature:.3f})')
+    def alternation_step(self) -> bool:
+        """One weight (train1) or policy (train2) step of the alternation."""
+        state = self.env.state
+        if not state.alternation_started:
+            self.env.start_alternation()
+            if state.current_iter == self.schedule.warm_up_iters:
+                self.env.save_label('warmup')
+            self.env.fix_alpha()
+        return self.weight_step() if state.flag == 'update_w' else self.policy_step()
+
+    def weight_step(self) -> bool:
+        """A weight step; the last one of a block switches to the policy, validates and may save `best`."""
+        env, state = self.env, self.env.state
+        it = state.current_iter
+        self.bar.set_phase(f'weights (tau {state.temperature:.3f})')
         state.current_iter_w += 1
-        env.set_inputs(next(iters['train1']))
+        env.set_inputs(next(self.iters['train1']))
         losses = env.optimize('weights')
-        if it % loop.print_freq == 0:
-            _log_losses(logger, bar, it, 'weights', losses, env)
-        if state.current_iter_w % loop.weight_iter_alternate != 0:
+        if it % self.schedule.print_freq == 0:
+            self.log_losses('weights', losses)
+        if state.current_iter_w % self.schedule.weight_iter_alternate != 0:
             return False
         state.flag = 'update_alpha'
         env.fix_w()
         env.free_alpha()
-        mode = 'eval_policy' if policy_on else 'eval_shared'
-        metrics = env.validate(val_loader, mode, n_eval, extras=True) if dist.is_main else {}
-        value = _log_metrics(logger, bar, it, metrics, watch)
-        env.save_label('latest')
-        if dist.is_main and it - loop.warm_up_iters >= best_after:
-            logger.log_scalars('val', {'score': value}, it)
+        value = self.validate('eval_policy' if self.policy_on else 'eval_shared')
+        if self.is_main and it - self.schedule.warm_up_iters >= self.best_after:
+            self.logger.log_scalars('val', {'score': value}, it)
             if value > state.best_value:
                 state.best_value = value
                 env.save_label('best')
-                bar.write(f'[{it}] new best score {value:.4f}: saved best')
+                self.bar.write(f'[{it}] new best score {value:.4f}: saved best')
         return True
-    bar.set_phase(f'policy (tau {state.temperature:.3f})')
-    state.current_iter_a += 1
-    env.set_inputs(next(iters['train2']))
-    losses = env.optimize('policy')
-    if it % loop.print_freq == 0:
-        _log_losses(logger, bar, it, 'policy', losses, env)
-    if state.current_iter_a % loop.alpha_iter_alternate == 0:
-        state.flag = 'update_w'
-        env.fix_alpha()
-        env.free_w(fix_bn)
-        env.decay_temperature()
-        state.p_epoch += 1
-        _log_policy(logger, bar, it, env)
-    return False
 
+    def policy_step(self) -> bool:
+        """A policy step; the last one of a block switches back to the weights and decays the temperature."""
+        env, state = self.env, self.env.state
+        it = state.current_iter
+        self.bar.set_phase(f'policy (tau {state.temperature:.3f})')
+        state.current_iter_a += 1
+        env.set_inputs(next(self.iters['train2']))
+        losses = env.optimize('policy')
+        if it % self.schedule.print_freq == 0:
+            self.log_losses('policy', losses)
+        if state.current_iter_a % self.schedule.alpha_iter_alternate == 0:
+            state.flag = 'update_w'
+            env.fix_alpha()
+            env.free_w(self.fix_bn)
+            env.decay_temperature()
+            state.p_epoch += 1
+            self.log_policy()
+        return False
 
-def _log_losses(logger: RunLogger, bar: Progress, it: int, phase: str, losses: dict, env: AdaShareEnv) -> None:
-    values = T.losses_to_float(losses)
-    logger.log_losses(it, values, phase)
-    logger.log_scalars('train', {'temperature': env.temperature}, it)
-    bar.write(T.loss_line(f'{phase} {it}', values))
+    def log_losses(self, phase: str, losses: dict) -> None:
+        it = self.env.state.current_iter
+        values = T.losses_to_float(losses)
+        self.logger.log_losses(it, values, phase)
+        self.logger.log_scalars('train', {'temperature': self.env.temperature}, it)
+        self.bar.write(T.loss_line(f'{phase} {it}', values))
 
+    def validate(self, mode: str) -> float:
+        """Validate on the main rank and log it; returns the score (NaN on the other ranks)."""
+        if not self.is_main:
+            return float('nan')
+        it = self.env.state.current_iter
+        metrics = self.env.validate(self.val_loader, mode, self.n_eval, extras=True)
+        value = self.watch.add(metrics)
+        self.logger.log_metrics(it, metrics, 'val')
+        self.bar.write(f'[{it}] validation: {format_metrics(metrics)}')
+        return value
 
-def _log_metrics(logger: RunLogger, bar: Progress, it: int, metrics: dict, watch: T.ValidationWatch) -> float:
-    """Log one validation; returns its score (NaN on ranks that do not validate)."""
-    if not metrics:
-        return float('nan')
-    value = watch.add(metrics)
-    logger.log_metrics(it, metrics, 'val')
-    bar.write(f'[{it}] validation: {format_metrics(metrics)}')
-    return value
-
-
-def _log_policy(logger: RunLogger, bar: Progress, it: int, env: AdaShareEnv) -> None:
-    probs = env.execute_probabilities()
-    for t, task in enumerate(env.tasks):
-        logger.log_scalars(f'policy/{task}', {f'block{i:02d}': float(p) for i, p in enumerate(probs[t])}, it)
-    hard = [torch.stack([(p >= 0.5).long(), (p < 0.5).long()], dim=1) for p in probs]
-    n = env.num_train_layers()
-    n = min(n, env.network.num_policy_rows) if n is not None else None
-    bar.write(f'[{it}] policy epoch {env.state.p_epoch}, temperature {env.temperature:.4f}, '
-              f'gated blocks {n if n is not None else "all"}; execute probabilities:\n'
-              + format_policy_table(hard, env.tasks, probabilities=probs))
+    def log_policy(self) -> None:
+        env, it = self.env, self.env.state.current_iter
+        probs = env.execute_probabilities()
+        for t, task in enumerate(env.tasks):
+            self.logger.log_scalars(f'policy/{task}', {f'block{i:02d}': float(p) for i, p in enumerate(probs[t])}, it)
+        hard = [torch.stack([(p >= 0.5).long(), (p < 0.5).long()], dim=1) for p in probs]
+        n = env.num_train_layers()
+        n = min(n, env.network.num_policy_rows) if n is not None else None
+        self.bar.write(f'[{it}] policy epoch {env.state.p_epoch}, temperature {env.temperature:.4f}, '
+                       f'gated blocks {n if n is not None else "all"}; execute probabilities:\n'
+                       + format_policy_table(hard, env.tasks, probabilities=probs))
 
 
 if __name__ == '__main__':

@@ -393,8 +393,11 @@ class AdaShareEnv(BaseEnv):
         return payload
 
     def save_label(self, label: str, extra: dict | None = None) -> str | None:
+        """A snapshot such as `best` or `warmup`; `train.save_optimizer: false` leaves its optimiser states
+        out (evaluation and retraining read only the weights). `latest` is written as the resume state."""
+        keep = bool((self.opt.get('train') or {}).get('save_optimizer', True))
         return self.save(label, self.state.current_iter, self.state.temperature,
-                         extra=self._training_payload(extra))
+                         extra=self._training_payload(extra), with_optimizers=keep)
 
     def save_resume(self, path: str, extra: dict) -> None:
         """The resume state: a checkpoint with the counters, schedulers and the caller's extras."""

@@ -76,16 +76,20 @@ class BaseEnv:
     def checkpoint_file(self, label: str) -> str:
         return ckpt.checkpoint_path(self.checkpoint_dir, self.exp_name, label)
 
-    def save(self, label: str, iteration: int, temperature: float, extra: dict | None = None) -> str | None:
+    def save(self, label: str, iteration: int, temperature: float, extra: dict | None = None,
+             with_optimizers: bool = True) -> str | None:
         """Write `<label>_model.pth.tar` with the original dict keys; only the main rank writes."""
-        return self.save_to(self.checkpoint_file(label), iteration, temperature, extra)
+        return self.save_to(self.checkpoint_file(label), iteration, temperature, extra, with_optimizers)
 
-    def save_to(self, path: str, iteration: int, temperature: float, extra: dict | None = None) -> str | None:
-        """Write a checkpoint to `path` atomically (main rank only)."""
+    def save_to(self, path: str, iteration: int, temperature: float, extra: dict | None = None,
+                with_optimizers: bool = True) -> str | None:
+        """Write a checkpoint to `path` atomically (main rank only); `with_optimizers=False` leaves out
+        the optimiser states (the `weights`/`alphas` keys), which evaluation does not need."""
         if not self.is_main:
             return None
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        optimizers = {name: opt.state_dict() for name, opt in self.optimizers.items()} if self.is_train else None
+        optimizers = {name: opt.state_dict() for name, opt in self.optimizers.items()} \
+            if self.is_train and with_optimizers else None
         ckpt.save_checkpoint(path, self.network.state_dict(), optimizers=optimizers, iteration=iteration,
                              temperature=temperature, extra=extra)
         return path

@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests: a tiny generated NYU v2 dataset and a tiny config."""
 import importlib.util
 import os
+import sys
 
 import yaml
 
@@ -13,6 +14,7 @@ def load_script(name):
     spec = importlib.util.spec_from_file_location(name.replace('-', '_').replace('.py', ''),
                                                   os.path.join(ROOT, name))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as `import` does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -34,7 +36,7 @@ def tiny_yaml(tmp_path, dataroot, name='tiny.yml', quirks=None, **train_override
                             'eval_w': WIDTH, 'num_workers': 0})
     opt['train'].update({'batch_size': 2, 'total_iters': 26, 'warm_up_iters': 4, 'print_freq': 5,
                          'val_freq': 3, 'weight_iter_alternate': 2, 'alpha_iter_alternate': 2,
-                         'retrain_total_iters': 6})
+                         'retrain_total_iters': 6, 'save_optimizer': True})  # the original's files
     opt['train'].update(train_overrides)
     opt['quirks'] = {'eval_iter': 1, **(quirks or {})}
     path = tmp_path / name

@@ -1,4 +1,5 @@
 """Checkpoint files, policy pickles, RNG state capture and run logs (CPU, tiny tensors)."""
+import errno
 import glob
 import os
 import pickle
@@ -464,3 +465,21 @@ def test_run_logger_rejects_non_scalars(tmp_path):
     with pytest.raises(ValueError, match="seg/total"):
         logger.log_losses(1, {"seg": {"total": torch.ones(2)}}, "warmup")
     logger.close()
+
+
+def test_atomic_link_gives_one_file_or_a_copy_without_hard_links(tmp_path, monkeypatch):
+    source, target = tmp_path / 'resume_state.pth.tar', tmp_path / 'latest_model.pth.tar'
+    source.write_bytes(b'first')
+    target.write_bytes(b'old latest')
+    assert ckpt.atomic_link(str(source), str(target)) is True
+    assert os.path.samefile(source, target) and target.read_bytes() == b'first'
+    source.unlink()  # a finished run drops the resume state's name; `latest` keeps the data
+    assert target.read_bytes() == b'first'
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, 'Operation not permitted')
+    monkeypatch.setattr(os, 'link', no_links)
+    source.write_bytes(b'second')
+    assert ckpt.atomic_link(str(source), str(target)) is False
+    assert not os.path.samefile(source, target) and target.read_bytes() == b'second'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['latest_model.pth.tar', 'resume_state.pth.tar']

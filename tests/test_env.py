@@ -136,6 +136,21 @@ def test_checkpoint_has_original_keys_and_no_module_prefix(tmp_path):
         assert torch.equal(value, other.network.state_dict()[key])
 
 
+def test_save_optimizer_false_keeps_only_weights_in_snapshots(tmp_path):
+    faithful = AdaShareEnv(tiny_opt(tmp_path), torch.device('cpu'))
+    assert {'weights', 'alphas'} <= set(load_checkpoint(faithful.save_label('best')))
+    env = AdaShareEnv(tiny_opt(tmp_path, **{'train.save_optimizer': False}), torch.device('cpu'))
+    env.state.current_iter = 5
+    state = load_checkpoint(env.save_label('best'))
+    assert not {'weights', 'alphas'} & set(state) and state['iter'] == 5
+    assert set(state['mtl-net']) == set(env.network.state_dict())
+    resume = tmp_path / 'resume_state.pth.tar'
+    env.save_resume(str(resume), {})
+    assert {'weights', 'alphas'} <= set(load_checkpoint(str(resume))), 'the resume state keeps the optimisers'
+    other = AdaShareEnv(tiny_opt(tmp_path), torch.device('cpu'))
+    assert other.load_label('best') == 5  # loads as a checkpoint of the original does
+
+
 def test_retrain_with_fixed_policy_and_true_skip(tmp_path):
     torch.manual_seed(0)
     opt = tiny_opt(tmp_path, **{'quirks.true_skip': True})

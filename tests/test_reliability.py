@@ -69,6 +69,9 @@ def test_resume_with_changed_config_is_refused_then_applied(tmp_path, nyu_root):
     config, opt = tiny_yaml(tmp_path, nyu_root)
     assert run('train_policy.py', config, kill_at=10).returncode == -9
     state_path = exp_dir(tmp_path, opt) / 'resume_state.pth.tar'
+    latest_path = exp_dir(tmp_path, opt) / 'latest_model.pth.tar'
+    # One file on disk: `latest` and the resume state are two names of it (a hard link).
+    assert os.path.samefile(state_path, latest_path) and os.stat(state_path).st_nlink == 2
     before = state_path.read_bytes()
     changed, _ = tiny_yaml(tmp_path, nyu_root, lr=0.01, init_temp=2.0, print_freq=1)
     refused = run('train_policy.py', changed)
@@ -81,6 +84,7 @@ def test_resume_with_changed_config_is_refused_then_applied(tmp_path, nyu_root):
     done = run('train_policy.py', changed, '--resume_with_changes')
     assert done.returncode == 0, done.stderr[-2000:]
     assert not state_path.exists(), 'the finished run removed its resume state'
+    assert latest_path.exists() and os.stat(latest_path).st_nlink == 1, 'only the resume state\'s name went'
     record = json.loads((exp_dir(tmp_path, opt) / 'run_complete.json').read_text())
     assert record['config']['train']['lr'] == 0.01 and record['iteration'] == record['total']
     state = C.load_checkpoint(str(exp_dir(tmp_path, opt) / 'latest_model.pth.tar'))

@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import uuid
 import warnings
 from typing import IO, Any, Callable, Mapping, Sequence
@@ -212,6 +213,36 @@ def _pid_alive(pid: int) -> bool:
 def atomic_save(obj: Any, path: str) -> None:
     """`torch.save(obj, path)`, atomically."""
     _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_link(source: str, path: str) -> bool:
+    """Make `path` a second name of the file `source` (a hard link), replacing `path` atomically.
+
+    One file then serves both names and the data is on disk once. Where the filesystem has no hard
+    links, `path` becomes an atomic copy instead; returns whether a link was made.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        _atomic_write(path, lambda f: _copy_into(source, f))
+        return False
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
+    return True
+
+
+def _copy_into(source: str, target: IO[bytes]) -> None:
+    with open(source, "rb") as handle:
+        shutil.copyfileobj(handle, target, 1 << 20)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -392,10 +392,14 @@ SCHEMA: tuple[Key, ...] = (
         'the length of the train2 loader.', default=None),
     # --- reliability (extensions; defaults keep the original cadence)
     Key('train.auto_resume', Boolean(), 'Extension: re-running an interrupted train_policy.py/re-train.py command '
-        'continues exactly from its resume_state file (weights, optimisers, schedulers, temperature, curriculum, '
+        'continues exactly from its resume_state file (one file with `latest`: weights, optimisers, schedulers, temperature, curriculum, '
         'alternation position, best score, data order, RNG); False (or --fresh) starts over.', default=True),
     Key('train.latest_freq', Nullable(Integer(1)), 'Extension: also save `latest` and the resume state every '
         'latest_freq iterations; null = the original cadence (every validation).', default=None),
+    Key('train.save_optimizer', Boolean(), 'Extension: False leaves the optimiser states out of the `best` and '
+        '`warmup` checkpoints (evaluation, retraining and the original\'s resume read only their weights), about '
+        'a half (SGD) to two thirds (Adam) of each file; `latest`, which is also the resume state, always keeps '
+        'them. True = the original\'s files.', default=True),
     Key('train.nonfinite', Choice(('stop', 'skip')), 'Extension: a non-finite loss or logit stops the run (the last '
         'good checkpoint is kept), or skips that batch.', default='stop'),
     # --- speed (issue 7; every default keeps the original float32 numerics)
@@ -843,7 +847,7 @@ def format_options(opt: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------- resume checks
 # Keys that cannot change a run's numbers: a resumed run may change them freely (docs/reliability.md).
 # paths.checkpoint_dir too: the resume state was found under it, so the folder was moved, not swapped.
-RESUME_FREE = ('train.print_freq', 'train.latest_freq', 'train.auto_resume', 'dataload.num_workers',
+RESUME_FREE = ('train.print_freq', 'train.latest_freq', 'train.save_optimizer', 'train.auto_resume', 'dataload.num_workers',
                'dataload.pin_memory', 'dataload.prefetch_factor', 'paths.log_dir', 'paths.result_dir',
                'paths.checkpoint_dir',
                'test.which_iter', 'train.decay_temp_freq')

@@ -532,19 +532,22 @@ def options_text(opt: dict, record: RunRecord) -> str:
     return format_options(opt) + ''.join(f'{line}\n' for line in record.history)
 
 
-def finish_iteration(env, latest_label: str, latest_freq: int | None, total_iters: int, saved_latest: bool,
+def finish_iteration(env, latest_label: str, latest_freq: int | None, total_iters: int, latest_due: bool,
                      resume_path: str, loaders: dict[str, 'InfiniteLoader'], record: RunRecord | None = None) -> None:
-    """End of an iteration: `latest` every latest_freq iterations, then the resume state whenever
-    `latest` was written, so the counters, best score and RNG in it are all current; after the last
-    iteration the completion record replaces the resume state; then the testing kill hook."""
+    """End of an iteration: when `latest` is due (a validation, or every latest_freq iterations), write
+    the resume state once and make `latest` a second name of it, so the counters, best score and RNG
+    in it are current and the weights and optimiser states are on disk once; after the last iteration
+    the completion record replaces the resume state's name; then the testing kill hook."""
     iteration = env.state.current_iter
-    if latest_freq and iteration % int(latest_freq) == 0 and not saved_latest:
-        env.save_label(latest_label)
-        saved_latest = True
+    if latest_freq and iteration % int(latest_freq) == 0:
+        latest_due = True
+    if latest_due:
+        save_resume_state(env, resume_path, loaders, record)
+        if env.is_main:
+            from utils.checkpoint import atomic_link
+            atomic_link(resume_path, env.checkpoint_file(latest_label))
     if iteration >= total_iters:
         complete_run(env, resume_path, total_iters, record)
-    elif saved_latest:
-        save_resume_state(env, resume_path, loaders, record)
     maybe_inject_kill(iteration)
 
 
