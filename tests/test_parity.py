@@ -68,6 +68,29 @@ def golden_threads():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope='module')
+def rounds_as_golden(golden, tmp_path_factory) -> bool:
+    """Whether this CPU's float kernels round as the golden machine's: nyu2's first step (a full forward,
+    its losses and one Adam step) bit-equal under the golden's conditions. Some AVX-512 machines do and
+    others (one with AMX) do not, with the same torch, threads and ATen path, so the conditions alone
+    cannot tell; a machine that fails this probe is held to the drift bounds."""
+    if not exact_conditions():
+        return False
+    protocol = golden['protocols']['nyu2']
+    before = torch.get_num_threads()
+    torch.set_num_threads(GOLDEN_THREADS)
+    try:
+        opt = make_opt(protocol, tmp_path_factory.mktemp('probe'), 'train_policy')
+        fix_random_seed(protocol['train_seed'])
+        env = AdaShareEnv(opt, CPU, is_train=True)
+        env.apply_phase_freezing(bool(opt['fix_BN']))
+        probe = Comparison()
+        run_step(env, probe, protocol['steps'][0], golden['inputs'])
+        return bool(probe.first_step_equal)
+    finally:
+        torch.set_num_threads(before)
+
+
 def conditions() -> str:
     return (f'torch {torch.__version__.split("+")[0]}, {torch.get_num_threads()} threads, '
             f'{torch.backends.cpu.get_cpu_capability()}')
@@ -100,25 +123,32 @@ def torch_rng_sha256() -> str:
 # ------------------------------------------------------------------------------------------ comparison
 @dataclass
 class Comparison:
-    """Collects every mismatch instead of stopping at the first, and counts the steps that are bit-equal."""
-    exact: bool
+    """Collects every mismatch instead of stopping at the first, and counts the steps that are bit-equal.
+
+    `problems` fail in every mode (keys, RNG states, policies); `inexact` lists what is not bit-equal (a
+    failure where bit-equality is expected) and `drifted` what is beyond DRIFT (a failure everywhere)."""
     problems: list[str] = field(default_factory=list)
+    inexact: list[str] = field(default_factory=list)
+    drifted: list[str] = field(default_factory=list)
     steps_equal: int = 0
     steps: int = 0
     worst: dict[str, tuple[float, str]] = field(default_factory=dict)
     step_bit_equal: bool = True
+    first_step_equal: bool | None = None  # the protocol's first step: does this machine round as the golden's?
 
     def close(self, kind: str, label: str, difference: float, bit_equal: bool, shown: str | None) -> bool:
-        """Record a relative `difference` of `kind`; a mismatch (listed unless `shown` is None) unless it is
-        bit-equal, or off the golden's conditions within DRIFT[kind]."""
+        """Record a relative `difference` of `kind` (listed unless `shown` is None); returns bit_equal."""
         if difference > self.worst.get(kind, (0.0, ''))[0]:
             self.worst[kind] = (difference, label)
         self.step_bit_equal &= bit_equal
-        if bit_equal or (not self.exact and difference <= DRIFT[kind]):
-            return True
-        if shown is not None:
-            self.problems.append(f'{label}: {shown}')
-        return False
+        if not bit_equal and shown is not None:
+            self.inexact.append(f'{label}: {shown}')
+            if not difference <= DRIFT[kind]:
+                self.drifted.append(f'{label}: {shown} (relative difference {difference:.2g} > {DRIFT[kind]})')
+        return bit_equal
+
+    def failures(self, exact: bool) -> list[str]:
+        return self.problems + (self.inexact if exact else self.drifted)
 
     def tensor(self, kind: str, label: str, ours: torch.Tensor, theirs: torch.Tensor, floor: float = 1e-12) -> bool:
         """Bit-equality of a tensor; its largest difference relative to the largest golden entry (at least `floor`)."""
@@ -148,6 +178,8 @@ class Comparison:
             ok.append(self.tensor('gates', f'{label} gates task{t + 1}', env.last_gates[t], theirs))
         self.steps += 1
         self.steps_equal += all(ok) and self.step_bit_equal
+        if self.first_step_equal is None:
+            self.first_step_equal = all(ok) and self.step_bit_equal
 
     def snapshot(self, env: AdaShareEnv, protocol: dict, label: str) -> None:
         """Compare the state_dict checksums and the RNG fingerprints after a phase."""
@@ -156,7 +188,7 @@ class Comparison:
         if list(sorted(state)) != sorted(protocol['state_keys']):
             self.problems.append(f'snapshot {label}: keys differ: {sorted(set(state) ^ set(protocol["state_keys"]))}')
             return
-        differing = []
+        differing, drifted = [], []
         for i, key in enumerate(protocol['state_keys']):
             values = state[key].double()
             ours, theirs = values.sum().item(), golden['sum'][i].item()
@@ -164,8 +196,12 @@ class Comparison:
             equal = tensor_sha256(state[key]) == bytes(golden['sha256'][i].tolist())
             if not self.close('weights', f'snapshot {label} {key}', difference, equal, None):
                 differing.append(f'{key} (sum {ours!r} vs {theirs!r})')
+                if not difference <= DRIFT['weights']:
+                    drifted.append(f'{key} (sum {ours!r} vs {theirs!r}, relative {difference:.2g})')
         if differing:
-            self.problems.append(f'snapshot {label}: {len(differing)} entries differ, first {differing[:3]}')
+            self.inexact.append(f'snapshot {label}: {len(differing)} entries differ, first {differing[:3]}')
+        if drifted:
+            self.drifted.append(f'snapshot {label}: {len(drifted)} entries beyond the drift bound, first {drifted[:3]}')
         for name, ours in (('torch', torch_rng_sha256()), ('numpy', numpy_rng_sha256())):
             if ours != golden[f'{name}_rng_sha256']:
                 self.problems.append(f'snapshot {label}: the {name} RNG state differs')
@@ -286,20 +322,26 @@ def retraining(protocol: dict, inputs: dict, tmp_path: Path, check: Comparison) 
 
 
 @pytest.mark.parametrize('name', ['nyu2', 'nyu3'])
-def test_training_matches_the_original_step_by_step(name, golden, golden_threads, tmp_path):
+def test_training_matches_the_original_step_by_step(name, golden, golden_threads, rounds_as_golden, tmp_path):
     protocol = golden['protocols'][name]
-    check = Comparison(exact=exact_conditions())
-    if not check.exact:
-        print(f"parity {name}: {conditions()} differ from the golden's torch {GOLDEN_TORCH}, {GOLDEN_THREADS} "
-              f'threads, {GOLDEN_CPU}: float reductions round differently, so closeness within the measured drift '
-              f'bounds {DRIFT} is asserted instead of bit-equality')
+    check = Comparison()
     policy_learning(protocol, golden['inputs'], tmp_path / 'policy', check)
     retraining(protocol, golden['inputs'], tmp_path / 'retrain', check)
+    # Bit-equality is expected under the golden's conditions on a CPU that rounds as the golden's did.
+    exact = exact_conditions() and rounds_as_golden
+    if not exact:
+        why = (f"{conditions()} differ from the golden's torch {GOLDEN_TORCH}, {GOLDEN_THREADS} threads, {GOLDEN_CPU}"
+               if not exact_conditions() else
+               f"{conditions()} are the golden's, but this CPU's float kernels round nyu2's first step "
+               f"differently from the golden machine's")
+        print(f'parity {name}: {why}, so closeness within the measured drift bounds {DRIFT} is asserted '
+              f'instead of bit-equality')
     total = len(protocol['steps'])
     worst = {kind: f'{value:.2g} ({where})' for kind, (value, where) in check.worst.items()}
     print(f'parity {name}: {check.steps_equal}/{total} steps bit-equal; largest relative differences {worst}')
     assert check.steps == total
-    assert not check.problems, f'{name}: {check.steps_equal}/{total} steps match; ' + '\n'.join(check.problems[:30])
+    failures = check.failures(exact)
+    assert not failures, f'{name}: {check.steps_equal}/{total} steps match; ' + '\n'.join(failures[:30])
 
 
 def test_masked_losses_option_is_close_but_opt_in(golden, tmp_path):
