@@ -89,6 +89,13 @@ class MultiTaskBaseline(nn.Module):
         """Cross-stitch / sluice / NDDR / attention modules ([] when there are none)."""
         return self._parameter_group("fusion")
 
+    def shared_parameters(self, gates: Optional[Sequence[torch.Tensor]] = None) -> List[nn.Parameter]:
+        """Parameters common to >= 2 tasks (docs/weighting.md): by default everything but the heads, since the
+        fusion modules carry every task's loss into every column; subclasses narrow it. `gates` is ignored."""
+        if self.num_tasks < 2:
+            return []
+        return self.backbone_parameters() + self.fusion_parameters()
+
     def network_parameters(self) -> List[nn.Parameter]:
         """Every parameter (baselines have no policy logits)."""
         return list(self.parameters())
