@@ -459,3 +459,88 @@ def test_state_survives_save_and_resume(tmp_path, name):
     assert all(torch.equal(sa['tensors'][k], sb['tensors'][k]) for k in sa['tensors'])
     if name in ('famo', 'uw', 'gradnorm', 'dwa', 'pcgrad'):
         assert sa['extra'] or sa['tensors'], 'a stateful method saves state'
+
+
+# ------------------------------------------------------------------------------------------ yamls and whole runs
+WEIGHTING_ROWS = ('equal', 'uw', 'dwa', 'pcgrad', 'cagrad', 'nash_mtl')
+
+
+def test_weighting_yamls_differ_from_the_base_only_in_name_and_method():
+    from _pipeline import ROOT
+    folder = os.path.join(ROOT, 'yamls', 'synthetic', 'weighting', 'nyu_v2_2task')
+    with open(os.path.join(ROOT, 'yamls', 'synthetic', 'nyu_v2_2task.yml')) as f:
+        base = yaml.safe_load(f)
+    del base['exp_name']
+    assert sorted(os.listdir(folder)) == sorted(f'{m}.yml' for m in WEIGHTING_ROWS)
+    for name in WEIGHTING_ROWS:
+        with open(os.path.join(folder, f'{name}.yml')) as f:
+            raw = yaml.safe_load(f)
+        assert raw.pop('weighting') == name
+        raw.pop('weighting_args', None)
+        assert raw.pop('exp_name') == f'synthetic_nyu_v2_2task_weighting_{name}'
+        assert raw == base, name
+        C.load_config(os.path.join(folder, f'{name}.yml'), 'train_policy')
+    with open(os.path.join(ROOT, 'yamls', 'tables', 'synthetic_weighting.yml')) as f:
+        spec = yaml.safe_load(f)
+    assert [row['config'] for row in spec['rows']] == [f'yamls/synthetic/weighting/nyu_v2_2task/{m}.yml'
+                                                       for m in WEIGHTING_ROWS]
+    assert spec['reference'] == spec['rows'][0]['method'] and all(row['exp_ids'] == [0, 1, 2] for row in spec['rows'])
+
+
+@pytest.fixture(scope='module')
+def nyu_root(tmp_path_factory):
+    from _pipeline import make_nyu
+    return make_nyu(tmp_path_factory.mktemp('nyu'))
+
+
+def _tiny_config(tmp_path, nyu_root, **keys):
+    from _pipeline import tiny_yaml
+    path, opt = tiny_yaml(tmp_path, nyu_root, total_iters=12, warm_up_iters=4, val_freq=2, weight_iter_alternate=2,
+                          alpha_iter_alternate=2, retrain_total_iters=6, policy_iter='latest')
+    opt.update(keys)
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f)
+    return path, opt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name, architecture', [('pcgrad', 'adashare'), ('cagrad', 'multi_task')])
+def test_policy_learning_retraining_and_test_with_a_gradient_method(tmp_path, nyu_root, name, architecture):
+    from _pipeline import load_script
+    config, opt = _tiny_config(tmp_path, nyu_root, weighting=name, architecture=architecture)
+    args = ['--config', config, '--gpus', '-1']
+    if architecture == 'adashare':
+        assert load_script('train_policy.py').main(args) == 0
+    assert load_script('re-train.py').main(args + ['--exp_ids', '0']) == 0
+    assert load_script('test.py').main(args + ['--exp_ids', '0']) == 0
+    with open(tmp_path / 'result_dir' / opt['exp_name'] / 'test_metrics_exp000.json') as f:
+        result = json.load(f)
+    assert result['architecture'] == architecture or architecture == 'adashare'
+    from utils.checkpoint import load_checkpoint
+    latest = load_checkpoint(str(tmp_path / 'checkpoint_dir' / opt['exp_name'] / 'retrain000_policyIterlatest_latest_model.pth.tar'))
+    assert latest['weighting']['name'] == name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['uw', 'dwa', 'famo', 'gradnorm', 'pcgrad'])
+def test_retraining_killed_resumes_the_method_state_exactly(tmp_path, nyu_root, name):
+    from test_resume import assert_same_run, final_state, run
+    configs = {}
+    for run_name in ('reference', 'interrupted'):
+        (tmp_path / run_name).mkdir()
+        configs[run_name] = _tiny_config(tmp_path / run_name, nyu_root, weighting=name, architecture='multi_task',
+                                         weighting_args={'window': 1} if name == 'dwa' else None)
+    assert run('re-train.py', configs['reference'][0]).returncode == 0
+    killed = run('re-train.py', configs['interrupted'][0], kill_at=3)  # resume state written at iteration 2
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = run('re-train.py', configs['interrupted'][0])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resuming the interrupted retraining' in resumed.stdout
+    prefix = 'retrain000_policyIterlatest_'
+    opt = configs['reference'][1]
+    a, b = final_state(tmp_path / 'reference', opt, prefix), final_state(tmp_path / 'interrupted', opt, prefix)
+    assert_same_run(a, b)
+    sa, sb = a['weighting'], b['weighting']
+    assert sa['extra'] == sb['extra'] and sa['name'] == name
+    for key, value in sa['tensors'].items():
+        torch.testing.assert_close(value, sb['tensors'][key], rtol=1e-5, atol=1e-6)
