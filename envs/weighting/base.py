@@ -15,13 +15,14 @@ Methods never draw from the global RNGs, so choosing one leaves the data order a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from utils.config import Check
 from utils.device import all_reduce_mean_
+from utils.registry import registrar
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,8 @@ class Weighting(nn.Module):
 WEIGHTINGS: dict[str, type[Weighting]] = {}
 
 
-def register_weighting(name: str) -> Callable[[type[Weighting]], type[Weighting]]:
-    """Class decorator: add the method to WEIGHTINGS under `name`."""
-    def decorate(cls: type[Weighting]) -> type[Weighting]:
-        if name in WEIGHTINGS:
-            raise ValueError(f'weighting {name!r} is already registered by {WEIGHTINGS[name].__name__}')
-        cls.name = name
-        WEIGHTINGS[name] = cls
-        return cls
-    return decorate
+# Class decorator: @register_weighting(name) adds the method to WEIGHTINGS under `name`.
+register_weighting = registrar(WEIGHTINGS, 'weighting')
 
 
 def argument_problems(name: str, args: Mapping[str, Any] | None) -> list[tuple[str, Any, str]]:
