@@ -561,3 +561,14 @@ def test_the_weighting_table_plans_every_row(tmp_path):
     assert sum(': retrain exp' in label for label in labels) == 3 * len(WEIGHTING_ROWS)
     assert sum(': test exp' in label for label in labels) == 3 * len(WEIGHTING_ROWS)
     assert labels[-1] == 'tables'
+
+
+def test_a_skipped_non_finite_batch_leaves_the_loss_histories_alone():
+    dwa, famo = method('dwa', window=1), method('famo')
+    for weighting in (dwa, famo):
+        weighting.loss([t(2.0), t(4.0)])
+        before = copy.deepcopy(weighting.state_dict())
+        weighting.loss([t(float('nan')), t(4.0)])
+        after = weighting.state_dict()
+        assert after['extra'] == before['extra']
+        assert all(torch.equal(after['tensors'][k], v) for k, v in before['tensors'].items())

@@ -10,6 +10,7 @@ which loader the steps draw from. The loss means are averaged over DDP ranks, so
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -50,6 +51,8 @@ class DynamicWeightAverage(Weighting):
         return sum(w * value for w, value in zip(weights, ell))
 
     def _record(self, values: list[float]) -> None:
+        if not all(math.isfinite(v) for v in values):
+            return  # a batch the numerical guard skips (train.nonfinite: skip) must not poison the history
         self.running = [a + b for a, b in zip(self.running, values)]
         self.count += 1
         if self.count == self.window:

@@ -48,10 +48,11 @@ class FAMO(Weighting):
     def loss(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
         ell = torch.stack(self.scaled(losses))
         current = rank_mean(ell)
-        if self.has_previous:
-            self._update(current)
-        self.previous.copy_(current)
-        self.has_previous = True
+        if bool(torch.isfinite(current).all()):  # a batch the numerical guard skips leaves the state alone
+            if self.has_previous:
+                self._update(current)
+            self.previous.copy_(current)
+            self.has_previous = True
         z = self.task_weights().to(ell.device)
         shifted = ell + EPS
         c = (z / shifted.detach()).sum()
