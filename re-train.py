@@ -150,7 +150,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     fix_random_seed(seed)
     # The env (torch RNG only) is built right after seeding so that the numpy draws of the policy
     # sample are the original's (docs/original.md §4.5).
-    env = AdaShareEnv(opt, dist.device, dist, is_train=True)
+    env = AdaShareEnv(opt, dist.device, dist, is_train=True, seed=seed)
     policies = None  # the paper baselines are fixed architectures, trained from scratch
     if train_opt.get('retrain_resume'):
         env.load_label(train_opt['which_iter'], hint='re-train.py writes retrain checkpoints')

@@ -7,6 +7,8 @@ One env serves every phase (docs/original.md §3.6, §5, §6, §7):
   'retrain' - fixed 0/1 policies, Adam on the weights.
 The `speed:` options (utils/speed.py) act in `run_network` (autocast, memory format, compiled module)
 and in `optimize` (the fp16 GradScaler); with their defaults the float32 numerics are the original's.
+The `weighting:` method (envs/weighting, docs/weighting.md) turns the task losses of every phase but
+'policy' into gradients; the default `equal` is the original's Σ λ_t·L_t.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 
 from envs import losses as L
 from envs.base_env import BaseEnv
+from envs.weighting import WeightingContext, build_weighting, combined_backward, lambda_sum
 from utils import checkpoint as ckpt
 from models import build_network
 from models import policy as P
@@ -49,7 +52,7 @@ class AdaShareEnv(BaseEnv):
     """The AdaShare multi-task env (the original's BlockDropEnv)."""
 
     def __init__(self, opt: dict, device: torch.device, dist: DistContext | None = None,
-                 is_train: bool = True, seg_class_weights: torch.Tensor | None = None):
+                 is_train: bool = True, seg_class_weights: torch.Tensor | None = None, seed: int | None = None):
         self.opt = opt
         self.tasks: list[str] = list(opt['tasks'])
         self.dataset: str = opt['dataload']['dataset']
@@ -77,6 +80,12 @@ class AdaShareEnv(BaseEnv):
         self.set_seg_class_weights(seg_class_weights)
         self.fixed_policies: list[torch.Tensor] | None = None
         self.last_gates: list[torch.Tensor] | None = None
+        # `seed`: the run's seed (re-train.py passes seed[exp_id]); it seeds PCGrad's task order.
+        context = WeightingContext(len(self.tasks), tuple(self.lambdas),
+                                   seed=int(opt['seed'][0] if seed is None else seed),
+                                   steps_per_epoch=int(train_opt.get('val_freq') or 1))
+        self.weighting = build_weighting(opt.get('weighting') or 'equal', context, opt.get('weighting_args'))
+        self.weighting.to(device)
         if is_train:
             self.define_optimizers(policy_learning=False)
             self.define_schedulers(policy_learning=False)
@@ -121,6 +130,8 @@ class AdaShareEnv(BaseEnv):
             # A third group only where it exists, so AdaShare's optimiser state keeps the original's layout.
             multiplier = float((self.opt.get('baseline') or {}).get('fusion_lr_mult', 1.0))
             groups.append({'params': fusion, 'lr': float(train_opt['backbone_lr']) * multiplier})
+        # Learnable loss weights (UW's log-variances) train with the network; no group for the other methods.
+        groups += self.weighting.weight_parameter_groups(float(train_opt['lr']))
         if policy_learning:
             self.optimizers['weights'] = torch.optim.SGD(groups, momentum=0.9, weight_decay=1e-4)
         else:
@@ -281,7 +292,11 @@ class AdaShareEnv(BaseEnv):
             raise ValueError(f"unknown phase '{phase}', expected one of {PHASES}")
         outputs = self.forward(phase)
         task_losses = self.task_losses(outputs)
-        loss = sum(lam * task_losses[task] for lam, task in zip(self.lambdas, self.tasks))
+        ordered = [task_losses[task] for task in self.tasks]
+        # The policy steps keep the paper's loss; gradient methods combine gradients, not this loss, which
+        # is then only logged and checked.
+        combine = phase != 'policy' and self.weighting.uses_gradients
+        loss = lambda_sum(self.lambdas, ordered) if phase == 'policy' or combine else self.weighting.loss(ordered)
         report: dict[str, Any] = {task: {'total': v.detach()} for task, v in task_losses.items()}
         if phase == 'policy':
             # Added in the original's order (hamming, then sparsity); the logged total includes them as well.
@@ -295,28 +310,41 @@ class AdaShareEnv(BaseEnv):
                 report[key] = {k: v.detach() for k, v in group.items()}
         report['total'] = {'total': loss.detach()}
         auxiliary = self.network.auxiliary_loss() if hasattr(self.network, 'auxiliary_loss') else None
+        penalty = None
         if auxiliary is not None:
-            # Sluice's orthogonality penalty, weighted by baseline.sluice_orthogonality (logged apart).
+            # Sluice's orthogonality penalty, weighted by baseline.sluice_orthogonality (logged apart); never
+            # weighted by the method, and outside the gradient combination.
             weight = float((self.opt.get('baseline') or {}).get('sluice_orthogonality', 0.0))
-            loss = loss + weight * auxiliary
+            penalty = weight * auxiliary
+            loss = loss + penalty
             report['orthogonality'] = {'total': auxiliary.detach()}
         if not self._check_finite(loss, task_losses, phase):
             return report
         if phase == 'policy':
             optimizer, params, scheduler = self.optimizers['alphas'], self.network.arch_parameters(), None
         else:
-            optimizer, params = self.optimizers['weights'], self.network.network_parameters()
+            optimizer = self.optimizers['weights']
+            params = self.network.network_parameters() + self.weighting.weight_parameters()
             scheduler = self.schedulers.get('weights')
         optimizer.zero_grad(set_to_none=True)
         # With fp16 the scaler multiplies the loss, unscales the gradients in step() and skips steps with
         # inf/NaN gradients; otherwise these are plain backward() and step().
-        self.scaler.scale(loss).backward()
-        self.sync_gradients(params)
+        if combine:
+            shared, others = self._split_shared([p for p in params if p.requires_grad])
+            combined_backward(self.weighting, ordered, shared, others, self.scaler, penalty)  # rank-averaged
+        else:
+            self.scaler.scale(loss).backward()
+            self.sync_gradients(params)
         self.scaler.step(optimizer)
         self.scaler.update()
         if scheduler is not None:
             scheduler.step()
         return report
+
+    def _split_shared(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(shared, other) trainable parameters under this step's gates (docs/weighting.md)."""
+        shared = {id(p) for p in self.network.shared_parameters(self.last_gates)}
+        return [p for p in params if id(p) in shared], [p for p in params if id(p) not in shared]
 
     def _check_finite(self, loss: torch.Tensor, task_losses: dict, phase: str) -> bool:
         """Numerical guard: True if the step may proceed (one host sync per step).
@@ -388,7 +416,8 @@ class AdaShareEnv(BaseEnv):
         """Our keys beside the original ones: counters, schedulers, the fp16 scaler ({} otherwise)."""
         payload = {'state': asdict(self.state),
                    'schedulers': {k: s.state_dict() for k, s in self.schedulers.items()},
-                   'scaler': self.scaler.state_dict()}
+                   'scaler': self.scaler.state_dict(),
+                   'weighting': self.weighting.state_dict()}
         payload.update(extra or {})
         return payload
 
@@ -421,6 +450,8 @@ class AdaShareEnv(BaseEnv):
                 scheduler.load_state_dict(payload['schedulers'][name])
         if self.scaler.is_enabled() and payload.get('scaler'):
             self.scaler.load_state_dict(payload['scaler'])
+        if 'weighting' in payload:
+            self.weighting.load_state_dict(payload['weighting'])
         return payload
 
     def apply_phase_freezing(self, fix_bn: bool) -> None:

@@ -91,6 +91,12 @@ class DeeplabResNetBackbone(nn.Module):
         """Output channels of each of the four segments."""
         return [planes * self.blocks[s][0].expansion for s, planes in enumerate(SEGMENT_PLANES)]
 
+    def block_parameters(self, t: int) -> List[nn.Parameter]:
+        """Parameters of block t's residual branch; its segment's projection (`ds`) is not included: a skipped
+        first block still applies it, so every task uses it."""
+        segment, b = self._positions[t]
+        return list(self.blocks[segment][b].parameters())
+
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 

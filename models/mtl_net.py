@@ -11,7 +11,7 @@ from torch import nn
 
 from .backbone import Block, DeeplabResNetBackbone
 from .heads import ASPP_RATES, add_task_heads, sum_of_branches, task_head_branches  # noqa: F401 (ASPP_RATES re-exported)
-from .policy import init_logits
+from .policy import execute_decisions, init_logits
 
 
 class MultiTaskNet(nn.Module):
@@ -117,6 +117,19 @@ class MultiTaskNet(nn.Module):
     def network_parameters(self) -> List[nn.Parameter]:
         """Everything but the policy logits."""
         return [p for name, p in self.named_parameters() if not ("task" in name and "logits" in name)]
+
+    def shared_parameters(self, gates: Optional[Sequence[torch.Tensor]] = None) -> List[nn.Parameter]:
+        """Backbone parameters common to >= 2 tasks (docs/weighting.md): the stem and the projections always,
+        and the blocks the hard decision of `gates` (one tensor per task) executes for >= 2 tasks; every
+        backbone parameter when `gates` is None (warm-up: one shared network); none with a single task."""
+        if self.num_tasks < 2:
+            return []
+        if gates is None:
+            return self.backbone_parameters()
+        decisions = [execute_decisions(g) for g in gates]
+        private = {id(p) for block in range(self.num_blocks) if sum(d[block] for d in decisions) < 2
+                   for p in self.backbone.block_parameters(block)}
+        return [p for p in self.backbone_parameters() if id(p) not in private]
 
     def fusion_parameters(self) -> List[nn.Parameter]:
         """No fusion modules: tasks share blocks through the policy (the baselines' interface)."""

@@ -39,6 +39,19 @@ def gumbel_gates(logits: torch.Tensor, temperature: float, hard: bool = False) -
     return F.gumbel_softmax(logits, tau=temperature, hard=hard, dim=-1)
 
 
+def execute_decisions(gates: torch.Tensor) -> List[bool]:
+    """Per block, the hard decision of one task's (possibly soft) gates: execute weight >= skip weight.
+
+    [L, 2] rows compare their columns, [B, L, 2] the batch means, [L] execute weights compare with 0.5.
+    """
+    values = gates.detach()
+    if values.dim() == 3:
+        values = values.mean(dim=0)
+    if values.dim() == 1:
+        return (values >= 0.5).tolist()
+    return (values[:, 0] >= values[:, 1]).tolist()
+
+
 def pad_gates(gates: torch.Tensor, num_blocks: int, num_gated: Optional[int] = None) -> torch.Tensor:
     """Pad [P, 2] (or [B, P, 2]) gates to [L, 2] ([B, L, 2]): the first L - n blocks always
     execute ([1, 0] rows), the last n take gates[-n:], n = min(P, num_gated or P).

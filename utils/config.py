@@ -43,6 +43,8 @@ MAX_SEED = 2 ** 32 - 1  # numpy's seeding limit
 ARCHITECTURES = ('adashare', 'single_task', 'multi_task', 'cross_stitch', 'sluice', 'nddr', 'mtan')
 # Baselines that mix features between task columns need at least two tasks.
 MULTI_COLUMN = ('cross_stitch', 'sluice', 'nddr', 'mtan')
+# `weighting:` values (envs/weighting registry; tests/test_weighting.py checks the two lists agree).
+WEIGHTING_METHODS = ('equal', 'uw', 'gradnorm', 'dwa', 'pcgrad', 'cagrad', 'nash_mtl', 'imtl', 'famo')
 
 
 class ConfigError(ValueError):
@@ -198,6 +200,16 @@ class ListOf(Check):
         return None
 
 
+class Mapping_(Check):
+    """A mapping with string keys (its entries are checked by a cross-key rule)."""
+
+    def describe(self) -> str:
+        return 'a mapping of name: value'
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+
+
 @dataclass(frozen=True)
 class Nullable(Check):
     """`inner` or null (an empty YAML value)."""
@@ -308,6 +320,13 @@ SCHEMA: tuple[Key, ...] = (
         'and Sluice units, NDDR layers, MTAN attention) = train.backbone_lr x this factor (NDDR-CNN used 100 '
         'for its layers; 1 = the same parameter set as every other model).', default=1.0),
     # --- paths (docs/original.md §1.2)
+    Key('weighting', Choice(WEIGHTING_METHODS), 'Extension: how the task losses of warm-up, the weight steps of '
+        'policy learning and retraining (every architecture) become gradients; the policy steps keep the paper\'s '
+        'loss. equal = the fixed lambdas (the original); uw, dwa, famo weight the losses; gradnorm, pcgrad, cagrad, '
+        'nash_mtl, imtl combine the per-task gradients of the shared parameters. Every method weights '
+        'lambda_t * L_t (docs/weighting.md; arguments below the table).', default='equal'),
+    Key('weighting_args', Nullable(Mapping_()), 'Extension: hyper-parameters of the weighting method, '
+        'e.g. {T: 2} for dwa; null or absent = its defaults (the table below the reference).', default=None),
     Key('paths.log_dir', Text('path'), '`<log_dir>/<exp_name>/`: opt.txt, loss.txt, tensorboard events.',
         required_by=needs(ALL), path=True),
     Key('paths.result_dir', Text('path'), '`<result_dir>/<exp_name>/`: results (test.py writes its JSON there).',
@@ -720,8 +739,14 @@ def _rule_architecture(opt: Mapping[str, Any], script: str):
                                              f'columns), got tasks = {opt["tasks"]!r}')
 
 
+def _rule_weighting(opt: Mapping[str, Any], script: str):
+    from envs.weighting import argument_problems
+    for arg, value, problem in argument_problems(opt.get('weighting', 'equal'), opt.get('weighting_args')):
+        yield (f'weighting_args.{arg}' if arg else 'weighting'), value, problem
+
+
 RULES = (_rule_lengths, _rule_tasks, _rule_channels, _rule_reference, _rule_skip_layer, _rule_warm_up,
-         _rule_pairs, _rule_architecture)
+         _rule_pairs, _rule_architecture, _rule_weighting)
 
 
 def _rule_errors(opt: Mapping[str, Any], script: str, source: str) -> list[str]:
@@ -918,6 +943,13 @@ def schema_markdown() -> str:
             meaning += ' Relative paths resolve against the repository root.'
         lines.append(f'| `{key.name}` | {_cell(key.check.describe())} | {_doc_default(key)} | '
                      f'{_doc_required(key)} | {_cell(meaning)} |')
+    lines += ['', 'Arguments of the weighting methods (`weighting_args:`; absent = the default):', '',
+              '| weighting | argument | type / allowed values | default | meaning |', '|---|---|---|---|---|']
+    from envs.weighting import WEIGHTINGS
+    for name in WEIGHTING_METHODS:
+        for arg, spec in WEIGHTINGS[name].ARGS.items():
+            default = f'`{yaml.safe_dump(spec.default).splitlines()[0].removesuffix(" ...")}`'
+            lines.append(f'| `{name}` | `{arg}` | {_cell(spec.check.describe())} | {default} | {_cell(spec.meaning)} |')
     lines += ['', 'Quirk switches (section `quirks:`); every default keeps the original behaviour:', '',
               '| key | type / allowed values | default | modules affected | meaning |', '|---|---|---|---|---|']
     for key in SCHEMA:

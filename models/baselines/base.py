@@ -10,10 +10,12 @@ Parameters fall into three groups by attribute name:
 """
 import inspect
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Type
+from typing import Dict, List, Optional, Sequence, Type
 
 import torch
 from torch import nn
+
+from utils.registry import registrar
 
 from ..backbone import Block, DeeplabResNetBackbone
 from ..heads import add_task_heads, sum_of_branches, task_head_branches
@@ -89,6 +91,13 @@ class MultiTaskBaseline(nn.Module):
         """Cross-stitch / sluice / NDDR / attention modules ([] when there are none)."""
         return self._parameter_group("fusion")
 
+    def shared_parameters(self, gates: Optional[Sequence[torch.Tensor]] = None) -> List[nn.Parameter]:
+        """Parameters common to >= 2 tasks (docs/weighting.md): by default everything but the heads, since the
+        fusion modules carry every task's loss into every column; subclasses narrow it. `gates` is ignored."""
+        if self.num_tasks < 2:
+            return []
+        return self.backbone_parameters() + self.fusion_parameters()
+
     def network_parameters(self) -> List[nn.Parameter]:
         """Every parameter (baselines have no policy logits)."""
         return list(self.parameters())
@@ -121,15 +130,8 @@ def _group_of(parameter_name: str) -> str:
 ARCHITECTURES: Dict[str, Type[MultiTaskBaseline]] = {}
 
 
-def register(name: str) -> Callable[[Type[MultiTaskBaseline]], Type[MultiTaskBaseline]]:
-    """Class decorator: add the class to ARCHITECTURES under `name` and set its `name`."""
-    def decorate(cls: Type[MultiTaskBaseline]) -> Type[MultiTaskBaseline]:
-        if name in ARCHITECTURES:
-            raise ValueError(f"baseline name {name!r} is already registered by {ARCHITECTURES[name].__name__}")
-        cls.name = name
-        ARCHITECTURES[name] = cls
-        return cls
-    return decorate
+# Class decorator: @register(name) adds the class to ARCHITECTURES under `name` and sets its `name`.
+register = registrar(ARCHITECTURES, 'baseline name')
 
 
 def architecture_options(name: str) -> Dict[str, object]:

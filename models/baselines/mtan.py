@@ -15,7 +15,7 @@ This is the literal SegNet-MTAN design mapped onto blocks, with every module per
 reproduces the paper's "# Params" ratios (2.47 / 2.41 / 3.11 / 4.51). Convs keep their bias as
 in the official code; init as the official code: Xavier-normal convs, zero bias, BN γ = 1, β = 0.
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,3 +78,7 @@ class MTANNet(MultiTaskBaseline):
             first, x = self.backbone.run_block_with_first_conv(x, b)
             features = [attention[b](first, f, x) for attention, f in zip(self.attention, features)]
         return features
+
+    def shared_parameters(self, gates: Optional[Sequence[torch.Tensor]] = None) -> List[nn.Parameter]:
+        """The shared backbone; each task's attention modules serve that task only."""
+        return self.backbone_parameters() if self.num_tasks > 1 else []

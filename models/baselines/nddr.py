@@ -12,7 +12,7 @@ Columns are initialised independently (each its own draw of the backbone's init)
 trains NDDR parameters with 100× the base learning rate: that is the training code's business;
 `fusion_parameters()` returns them as a group.
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -70,3 +70,8 @@ class NDDRNet(MultiTaskBaseline):
                 b += 1
             features = self.nddr[segment + 1](features)
         return features
+
+    def shared_parameters(self, gates: Optional[Sequence[torch.Tensor]] = None) -> List[nn.Parameter]:
+        """The columns and every NDDR layer but the last, whose per-task fusions each feed one head."""
+        last = {id(p) for p in self.nddr[-1].parameters()}
+        return [p for p in super().shared_parameters(gates) if id(p) not in last]

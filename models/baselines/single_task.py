@@ -3,7 +3,7 @@
 Nothing is shared, so "# Params" = T. Columns are initialised independently: each is its own
 draw of the backbone's init (N(0, 0.01²) convs), in task order.
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -24,3 +24,7 @@ class SingleTaskNets(MultiTaskBaseline):
 
     def task_features(self, img: torch.Tensor) -> List[torch.Tensor]:
         return [column(img) for column in self.backbones]
+
+    def shared_parameters(self, gates: Optional[Sequence[torch.Tensor]] = None) -> List[nn.Parameter]:
+        """Nothing: each column serves one task (gradient methods reduce to the plain sum)."""
+        return []

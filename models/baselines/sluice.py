@@ -122,3 +122,8 @@ class SluiceNet(MultiTaskBaseline):
     def auxiliary_loss(self) -> Optional[torch.Tensor]:
         """The orthogonality penalty of the last forward, unweighted (None before any forward)."""
         return self._penalty
+
+    def shared_parameters(self, gates: Optional[Sequence[torch.Tensor]] = None) -> List[nn.Parameter]:
+        """The columns and the subspace stitches; the layer stitch holds one row of weights per task."""
+        own = {id(p) for p in self.layer_stitch.parameters()}
+        return [p for p in super().shared_parameters(gates) if id(p) not in own]
