@@ -1,16 +1,19 @@
 """Every registry backbone through every phase, FLOPs, export and weights loading (tiny shapes, CPU)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from _backbone_run import SIZE, nyu_batch, run_phases, tiny_config
+from _backbone_run import ROOT, SIZE, nyu_batch, run_phases, tiny_config
 from envs import AdaShareEnv
 from models import build_model, build_network
 from models.backbones import build_backbone, find_family, num_gated_blocks
 from models.backbones.mobilenet_v2 import InvertedResidual
-from utils.config import ConfigError
+from utils.config import ConfigError, load_config
 from utils.export import export_compact, load_compact
 from utils.flops import policy_cost
 from utils.pretrained import PretrainedWeightsError, load_backbone_weights
@@ -189,3 +192,23 @@ def test_weights_round_trip_through_the_env(tmp_path):
     with pytest.raises(PretrainedWeightsError, match="bogus.pth.*missing keys: conv1.weight.*unexpected keys: bogus"):
         AdaShareEnv(tiny_config(tmp_path, "WRN-10-2", backbone_weights=str(tmp_path / "bogus.pth")),
                     torch.device("cpu"))
+
+
+@pytest.mark.parametrize("short, backbone", [("mobilenetv2", "MobileNetV2"), ("wrn", "WRN-16-4")])
+@pytest.mark.parametrize("architecture", [None, "multi_task"])
+def test_shipped_backbone_yamls_are_the_synthetic_setting_with_named_keys_switched(short, backbone, architecture):
+    name = short if architecture is None else f"{short}_{architecture}"
+    path = os.path.join(ROOT, "yamls", "synthetic", "backbones", "nyu_v2_2task", f"{name}.yml")
+    for script in (("train_policy", "re-train", "test") if architecture is None else ("re-train", "test")):
+        load_config(path, script)
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    with open(os.path.join(ROOT, "yamls", "synthetic", "nyu_v2_2task.yml")) as f:
+        base = yaml.safe_load(f)
+    assert raw.pop("backbone") == backbone and base.pop("backbone") == "ResNet10"
+    assert raw.pop("exp_name") == f"{base.pop('exp_name')}_{name}"
+    assert raw.pop("architecture", None) == architecture
+    assert raw == base
+    with open(os.path.join(ROOT, "yamls", "tables", "synthetic_backbones.yml")) as f:
+        rows = yaml.safe_load(f)["rows"]
+    assert f"yamls/synthetic/backbones/nyu_v2_2task/{name}.yml" in [r["config"] for r in rows]
