@@ -7,7 +7,6 @@ an eval-mode forward that skips unselected blocks next to the compute-everything
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -19,6 +18,8 @@ from envs import AdaShareEnv
 from models import policy as P
 from utils.config import load_config
 from utils.seeding import fix_random_seed
+
+from test_parity import tensor_sha256
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU = torch.device('cpu')
@@ -50,10 +51,9 @@ def nyu_batch(index: int, batch: int = 2) -> Dict[str, Any]:
             'depth': depth, 'name': [f'{index}_{i}.png' for i in range(batch)]}
 
 
-def tensor_sha256(tensor: torch.Tensor) -> torch.Tensor:
+def sha256_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """sha256 of a tensor's raw bytes, as a uint8 tensor (storable with weights_only)."""
-    digest = hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).digest()
-    return torch.tensor(list(digest), dtype=torch.uint8)
+    return torch.tensor(list(tensor_sha256(tensor)), dtype=torch.uint8)
 
 
 def state_digest(module: torch.nn.Module) -> Dict[str, Any]:
@@ -61,7 +61,7 @@ def state_digest(module: torch.nn.Module) -> Dict[str, Any]:
     state = module.state_dict()
     keys = list(state)
     return {'keys': keys, 'shapes': [list(state[k].shape) for k in keys],
-            'sha256': torch.stack([tensor_sha256(state[k]) for k in keys]),
+            'sha256': torch.stack([sha256_tensor(state[k]) for k in keys]),
             'sums': torch.tensor([state[k].double().sum().item() for k in keys], dtype=torch.float64)}
 
 

@@ -269,7 +269,7 @@ def test_empty_section_is_accepted(tmp_path, base):
 def test_underscore_metadata_key_is_refused_in_files(tmp_path, base):
     base['_source'] = 'x'
     assert _error(tmp_path, base).startswith("x.yml: _source = 'x': unknown key; expected one of the keys at the "
-                                             "top level: architecture, backbone, baseline, curriculum_speed, dataload, ")
+                                             "top level: architecture, backbone, backbone_weights, baseline, curriculum_speed, dataload, ")
 
 
 # ----------------------------------------------------------------------------------------- required keys

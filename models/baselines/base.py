@@ -1,5 +1,5 @@
 """Base class and registry of the paper's baseline architectures (Single-Task, Multi-Task,
-Cross-Stitch, Sluice, NDDR-CNN, MTAN) on the Deeplab-ResNet backbone.
+Cross-Stitch, Sluice, NDDR-CNN, MTAN) on a registry backbone (the last four: Deeplab-ResNet only, `resnet_only`).
 
 Every baseline is a pure nn.Module: `forward(img)` returns one raw output per task at 1/8
 resolution (the sum of the task's four ASPP branches, exactly like `MultiTaskNet.forward(img, None)`).
