@@ -25,6 +25,7 @@ from utils import checkpoint as ckpt
 from models import build_network
 from models import policy as P
 from utils.device import DistContext
+from utils.pretrained import load_backbone_weights
 from utils.speed import SpeedOptions, apply_speed_options
 from utils.metrics import MetricProtocol, MultiTaskMetrics
 
@@ -67,6 +68,9 @@ class AdaShareEnv(BaseEnv):
                                 init_neg_logits=opt.get('init_neg_logits'),
                                 skip_layer=opt.get('skip_layer', 0) or 0,
                                 head_channels=opt.get('head_channels', 1024) or 1024)
+        if is_train and opt.get('backbone_weights'):
+            # Before BaseEnv: DDP broadcasts rank 0's weights, and the optimisers see the loaded values.
+            load_backbone_weights(network, opt['backbone'], opt['backbone_weights'])
         super().__init__(network, opt['paths']['checkpoint_dir'], opt['exp_name'], device, dist, is_train)
         # Speed options (utils/speed.py): `train_network` is the network or its compiled wrapper (same
         # parameters); checkpoints always use `self.network`. The scaler is a pass-through unless fp16.

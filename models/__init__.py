@@ -1,31 +1,23 @@
-"""Models: gated Deeplab-ResNet backbone, ASPP heads, the multi-task network and policy functions."""
+"""Models: gated backbones (a registry), ASPP heads, the multi-task network and policy functions."""
 from typing import List, Optional, Sequence
 
 from torch import nn
 
-from .backbone import DeeplabResNetBackbone
+from .backbones import (FAMILIES, DeeplabResNetBackbone, GatedBackbone, backbone_factory, build_backbone,
+                        num_gated_blocks)
+from .backbones.deeplab_resnet import RESNETS as BACKBONES  # the Deeplab-ResNet names (block, layers)
 from .blocks import BasicBlock, Bottleneck
 from .heads import ClassificationModule
 from .mtl_net import MultiTaskNet
-
-# Backbone name -> (block type, blocks per segment). ResNet10 is a CPU-sized extension.
-BACKBONES = {
-    "ResNet10": (BasicBlock, [1, 1, 1, 1]),
-    "ResNet18": (BasicBlock, [2, 2, 2, 2]),
-    "ResNet34": (BasicBlock, [3, 4, 6, 3]),
-    "ResNet101": (Bottleneck, [3, 4, 23, 3]),
-}
 
 
 def build_model(backbone: str, tasks_num_class: Sequence[int], init_method: str = "equal",
                 init_neg_logits: Optional[float] = None, skip_layer: int = 0,
                 head_channels: int = 1024) -> MultiTaskNet:
-    """The multi-task network for a backbone name of BACKBONES."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid names: {sorted(BACKBONES)}")
-    block, layers = BACKBONES[backbone]
-    return MultiTaskNet(block, layers, list(tasks_num_class), init_method=init_method,
-                        init_neg_logits=init_neg_logits, skip_layer=skip_layer, head_channels=head_channels)
+    """The multi-task network for a registry backbone name (models.backbones)."""
+    return MultiTaskNet(build_backbone(backbone), list(tasks_num_class), init_method=init_method,
+                        init_neg_logits=init_neg_logits, skip_layer=skip_layer, head_channels=head_channels,
+                        backbone_name=backbone)
 
 
 def build_network(architecture: str, backbone: str, tasks_num_class: Sequence[int], init_method: str = "equal",
@@ -36,10 +28,7 @@ def build_network(architecture: str, backbone: str, tasks_num_class: Sequence[in
         return build_model(backbone, tasks_num_class, init_method=init_method, init_neg_logits=init_neg_logits,
                            skip_layer=skip_layer, head_channels=head_channels)
     from .baselines import build_baseline  # baselines import this package's blocks
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid names: {sorted(BACKBONES)}")
-    block, layers = BACKBONES[backbone]
-    return build_baseline(architecture, block, layers, list(tasks_num_class), head_channels=head_channels)
+    return build_baseline(architecture, backbone_factory(backbone), list(tasks_num_class), head_channels=head_channels)
 
 
 def count_parameters(module: nn.Module, include_buffers: bool = True) -> int:
@@ -51,6 +40,7 @@ def count_parameters(module: nn.Module, include_buffers: bool = True) -> int:
 
 
 __all__: List[str] = [
-    "BACKBONES", "BasicBlock", "Bottleneck", "ClassificationModule", "DeeplabResNetBackbone",
-    "MultiTaskNet", "build_model", "build_network", "count_parameters",
+    "BACKBONES", "FAMILIES", "BasicBlock", "Bottleneck", "ClassificationModule", "DeeplabResNetBackbone",
+    "GatedBackbone", "MultiTaskNet", "backbone_factory", "build_backbone", "build_model", "build_network",
+    "count_parameters", "num_gated_blocks",
 ]

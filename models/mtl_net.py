@@ -1,5 +1,5 @@
 """The task-specific multi-task network (the original's MTL2, docs/original.md §3.4): a shared gated
-Deeplab-ResNet backbone, four ASPP branches per task and one [P, 2] policy logit table per task.
+backbone (Deeplab-ResNet by default, any of models.backbones), four ASPP branches per task and one [P, 2] policy logit table per task.
 
 The model is pure: `forward(img, gates)` takes already padded per-task gates, keeps no sampled
 policy and never moves tensors between devices. Sampling and padding live in `models.policy`.
@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from .backbone import Block, DeeplabResNetBackbone
+from .backbones import GatedBackbone
 from .heads import ASPP_RATES, add_task_heads, sum_of_branches, task_head_branches  # noqa: F401 (ASPP_RATES re-exported)
 from .policy import execute_decisions, init_logits
 
@@ -17,16 +17,18 @@ from .policy import execute_decisions, init_logits
 class MultiTaskNet(nn.Module):
     """Names follow the original so checkpoints load: `task{t}_logits`, `task{t}_fc1_c{c}`, `backbone.*`."""
 
-    def __init__(self, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
+    def __init__(self, backbone: GatedBackbone, tasks_num_class: Sequence[int],
                  init_method: str = "equal", init_neg_logits: Optional[float] = None,
-                 skip_layer: int = 0, head_channels: int = 1024) -> None:
+                 skip_layer: int = 0, head_channels: int = 1024, backbone_name: Optional[str] = None) -> None:
+        """`backbone` is freshly built by the caller (models.build_model), which keeps the torch RNG order."""
         super().__init__()
         tasks_num_class = list(tasks_num_class)
         if not tasks_num_class or any(not isinstance(n, int) or n < 1 for n in tasks_num_class):
             raise ValueError(f"tasks_num_class must be a non-empty list of positive ints, got {tasks_num_class!r}")
         # Torch RNG order as the original: backbone (default init, then N(0, 0.01) re-draw),
         # heads task by task and branch by branch, then the logits.
-        self.backbone = DeeplabResNetBackbone(block, layers)
+        self.backbone = backbone
+        self.backbone_name = backbone_name  # the registry name, recorded by the compact export
         num_blocks = self.backbone.num_blocks
         if not isinstance(skip_layer, int) or not 0 <= skip_layer < num_blocks:
             raise ValueError(f"skip_layer must be an int in [0, {num_blocks - 1}] (the backbone has "
@@ -44,7 +46,7 @@ class MultiTaskNet(nn.Module):
 
     @property
     def num_blocks(self) -> int:
-        """L: residual blocks in the backbone (rows of a padded gate tensor)."""
+        """L: gateable blocks in the backbone (rows of a padded gate tensor)."""
         return self.backbone.num_blocks
 
     @property

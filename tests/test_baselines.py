@@ -3,11 +3,12 @@ counts and the paper, initialisation, Sluice's orthogonality term, equality of '
 MultiTaskNet, registry errors."""
 import copy
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from models.backbone import DeeplabResNetBackbone
+from models.backbones import DeeplabResNetBackbone
 from models.baselines import ARCHITECTURES, MultiTaskBaseline, build_baseline
 from models.baselines.sluice import orthogonality_penalty
 from models.blocks import BasicBlock, Bottleneck
@@ -20,7 +21,7 @@ HEAD = 8  # head_channels: CPU-sized ASPP heads
 
 
 def tiny(name, num_tasks, **options):
-    return build_baseline(name, BasicBlock, RESNET10, [3 + t for t in range(num_tasks)], HEAD, **options)
+    return build_baseline(name, partial(DeeplabResNetBackbone, BasicBlock, RESNET10), [3 + t for t in range(num_tasks)], HEAD, **options)
 
 
 def output_size(size):
@@ -80,7 +81,7 @@ def test_parameter_groups(name):
 def test_other_layouts_shapes(name, block, layers):
     # Meta tensors check the channel and shape plumbing of the larger layouts without computing.
     with torch.device("meta"):
-        model = build_baseline(name, block, layers, [3, 2], HEAD)
+        model = build_baseline(name, partial(DeeplabResNetBackbone, block, layers), [3, 2], HEAD)
         outputs = model(torch.empty(2, 3, 32, 32))
     assert [tuple(o.shape) for o in outputs] == [(2, n, 5, 5) for n in (3, 2)]
 
@@ -110,7 +111,7 @@ def test_block_helpers_match_the_backbone_forward():
 # ---------------------------------------------------------------- registry errors
 def test_unknown_name_is_a_one_line_error():
     with pytest.raises(ValueError, match="'cross_stich'") as err:
-        build_baseline("cross_stich", BasicBlock, RESNET10, [3, 2], HEAD)
+        build_baseline("cross_stich", partial(DeeplabResNetBackbone, BasicBlock, RESNET10), [3, 2], HEAD)
     assert "\n" not in str(err.value) and "cross_stitch" in str(err.value)
 
 
@@ -123,7 +124,7 @@ def test_unknown_name_is_a_one_line_error():
 ])
 def test_bad_option_is_a_one_line_error(name, options, named):
     with pytest.raises(ValueError, match=named) as err:
-        build_baseline(name, BasicBlock, RESNET10, [3, 2], HEAD, **options)
+        build_baseline(name, partial(DeeplabResNetBackbone, BasicBlock, RESNET10), [3, 2], HEAD, **options)
     assert "\n" not in str(err.value)
 
 
@@ -182,7 +183,7 @@ def test_params_ratio_matches_hand_count_and_paper(setting):
     T = setting[1]
     for name in NAMES:
         with torch.device("meta"):  # construction only: no memory, no init cost
-            model = build_baseline(name, BasicBlock, layers, [2] * T, HEAD)
+            model = build_baseline(name, partial(DeeplabResNetBackbone, BasicBlock, layers), [2] * T, HEAD)
         ratio = model.params_ratio()
         assert ratio == pytest.approx(expected_ratio(name, layers, T), rel=1e-12), name
         if name == "multi_task":
@@ -209,14 +210,14 @@ def test_cross_stitch_init(T):
 
 @pytest.mark.parametrize("T", [2, 3])
 def test_sluice_init(T):
-    model = build_baseline("sluice", BasicBlock, RESNET18, [2] * T, HEAD)
+    model = build_baseline("sluice", partial(DeeplabResNetBackbone, BasicBlock, RESNET18), [2] * T, HEAD)
     for stitch in model.stitches:
         expected = torch.full((2 * T, 2 * T), 0.05 / (2 * T - 1))
         expected.fill_diagonal_(0.95)
         assert torch.allclose(stitch.alpha, expected)
         assert torch.allclose(stitch.alpha.sum(1), torch.ones(2 * T))
     assert torch.allclose(model.layer_stitch.beta, torch.tensor([[0.1, 0.9]] * T))  # n = 2 last blocks
-    r34 = build_baseline("sluice", BasicBlock, RESNET34, [2] * T, HEAD)
+    r34 = build_baseline("sluice", partial(DeeplabResNetBackbone, BasicBlock, RESNET34), [2] * T, HEAD)
     assert torch.allclose(r34.layer_stitch.beta, torch.tensor([[0.05, 0.05, 0.9]] * T))
 
 
@@ -277,16 +278,16 @@ def test_sluice_copies_after_a_training_forward():
 # ---------------------------------------------------------------- multi_task == AdaShare all-execute
 def test_multi_task_equals_multitasknet_without_gates():
     torch.manual_seed(1)
-    net = MultiTaskNet(BasicBlock, RESNET10, [3, 2], head_channels=HEAD)
+    net = MultiTaskNet(DeeplabResNetBackbone(BasicBlock, RESNET10), [3, 2], head_channels=HEAD)
     torch.manual_seed(1)
-    baseline = build_baseline("multi_task", BasicBlock, RESNET10, [3, 2], HEAD)
+    baseline = build_baseline("multi_task", partial(DeeplabResNetBackbone, BasicBlock, RESNET10), [3, 2], HEAD)
     weights = {k: v for k, v in net.state_dict().items() if "logits" not in k}
     # Same names, order and construction-time RNG draws as MultiTaskNet.
     assert list(baseline.state_dict()) == list(weights)
     assert all(torch.equal(v, weights[k]) for k, v in baseline.state_dict().items())
 
     torch.manual_seed(2)
-    baseline = build_baseline("multi_task", BasicBlock, RESNET10, [3, 2], HEAD)
+    baseline = build_baseline("multi_task", partial(DeeplabResNetBackbone, BasicBlock, RESNET10), [3, 2], HEAD)
     result = baseline.load_state_dict(weights, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
     img = torch.randn(2, 3, 32, 32)

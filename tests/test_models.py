@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import BACKBONES, build_model, count_parameters
-from models.backbone import DeeplabResNetBackbone
+from models.backbones import DeeplabResNetBackbone
 from models.blocks import BasicBlock, Bottleneck
 from models.heads import ClassificationModule
 
@@ -366,7 +366,7 @@ def test_logit_init_options_and_errors():
         build_model("ResNet10", [2], init_method="all_chosen", head_channels=4)
     with pytest.raises(ValueError, match="unknown init_method"):
         build_model("ResNet10", [2], init_method="uniform", head_channels=4)
-    with pytest.raises(ValueError, match="ResNet10.*ResNet101.*ResNet18.*ResNet34"):
+    with pytest.raises(ValueError, match="ResNet10.*ResNet18.*ResNet34.*ResNet101"):
         build_model("ResNet50", [2])
     with pytest.raises(ValueError, match="skip_layer"):
         build_model("ResNet10", [2], skip_layer=4, head_channels=4)

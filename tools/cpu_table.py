@@ -78,6 +78,15 @@ def _resolve(path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
 
 
+def quick_total_iters(raw: dict) -> int:
+    """QUICK_TRAIN's total_iters, or enough alternation epochs past the "best" threshold for backbones with
+    more gated blocks (train_policy.py saves a best only after blocks x curriculum_speed epochs)."""
+    from utils.training import best_threshold_blocks
+    epoch = QUICK_TRAIN['weight_iter_alternate'] + QUICK_TRAIN['alpha_iter_alternate']
+    needed = QUICK_TRAIN['warm_up_iters'] + (best_threshold_blocks(raw) * int(raw.get('curriculum_speed', 1)) + 1) * epoch
+    return max(QUICK_TRAIN['total_iters'], needed)
+
+
 def quick_copies(spec_path: str, spec: dict, out: str, dataroot: str | None = None) -> str:
     """Copy the spec and every row's config into `<out>/configs` with QUICK_TRAIN; returns the new spec path."""
     config_dir = os.path.join(out, 'configs')
@@ -91,6 +100,7 @@ def quick_copies(spec_path: str, spec: dict, out: str, dataroot: str | None = No
         if dataroot:
             raw['dataload']['dataroot'] = dataroot
         raw['train'].update(QUICK_TRAIN)
+        raw['train']['total_iters'] = quick_total_iters(raw)
         raw.setdefault('quirks', {})
         raw['quirks'] = dict(raw['quirks'] or {}, eval_iter=0)
         name = os.path.relpath(_resolve(row['config']), REPO_ROOT).replace(os.sep, '__')

@@ -33,7 +33,7 @@ from models import policy as P  # noqa: E402
 from models.random_policy import KINDS, random_policies, skip_counts  # noqa: E402
 from utils import checkpoint as C  # noqa: E402
 from utils.cli import run_main  # noqa: E402
-from utils.config import BACKBONE_BLOCKS, check_exp_ids, load_config, resolve_path  # noqa: E402
+from utils.config import backbone_blocks, check_exp_ids, load_config, resolve_path  # noqa: E402
 
 DEFAULT_RUNS = 8  # the paper retrains 8 policies per row and reports the best
 
@@ -44,7 +44,7 @@ class RandomPolicyError(ValueError):
 
 def policy_rows(opt: dict) -> int:
     """P = the backbone's block count minus skip_layer: rows of each task policy."""
-    return BACKBONE_BLOCKS[opt['backbone']] - int(opt.get('skip_layer', 0) or 0)
+    return backbone_blocks(opt['backbone']) - int(opt.get('skip_layer', 0) or 0)
 
 
 def source_kind(path: str) -> str:

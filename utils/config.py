@@ -32,7 +32,8 @@ ALL = SCRIPTS
 TASKS = ('seg', 'sn', 'depth', 'keypoint', 'edge')
 DATASETS = ('NYU_v2', 'CityScapes', 'Taskonomy')
 DATASET_TASKS = {'NYU_v2': ('seg', 'sn', 'depth'), 'CityScapes': ('seg', 'depth'), 'Taskonomy': TASKS}
-# Residual blocks L of each backbone (the policy has L - skip_layer rows per task).
+# Residual blocks L of the Deeplab-ResNets (the policy has L - skip_layer rows per task); any registry
+# backbone: backbone_blocks().
 BACKBONE_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 16, 'ResNet101': 33}
 # Output channels the losses and metrics of these tasks assume.
 FIXED_TASK_CHANNELS = {'sn': 3, 'depth': 1, 'keypoint': 1, 'edge': 1}
@@ -182,6 +183,35 @@ class Choice(Check):
 
 
 @dataclass(frozen=True)
+class BackboneName(Check):
+    """A name of the backbone registry (models.backbones), which builds on the meta device."""
+
+    def describe(self) -> str:
+        return ('a backbone of the registry: ResNet10, ResNet18, ResNet34, ResNet101, WRN-<depth>-<width> (e.g. '
+                'WRN-16-8), MobileNetV2[-<width multiplier>], tv:resnet18|34|50|101')
+
+    def accepts(self, value: Any) -> bool:
+        return self.problem(value) is None
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f'expected {self.describe()}'
+        try:
+            backbone_blocks(value)
+        except (ValueError, ImportError) as err:
+            return f'{err}'
+        return None
+
+
+def backbone_blocks(name: str) -> int:
+    """L, the gateable blocks of a registry backbone (ValueError for an unknown name)."""
+    if name in BACKBONE_BLOCKS:
+        return BACKBONE_BLOCKS[name]
+    from models.backbones import num_gated_blocks  # torch only where a non-default backbone is named
+    return num_gated_blocks(name)
+
+
+@dataclass(frozen=True)
 class ListOf(Check):
     item: Check
 
@@ -275,9 +305,16 @@ SCHEMA: tuple[Key, ...] = (
         'experiment share it.', required_by=needs(ALL)),
     Key('seed', ListOf(Integer(0, MAX_SEED)), 'train_policy seeds with seed[0]; re-train/test use seed[exp_id] '
         '(--exp_ids indexes this list) for seeding and the policy label rs%04d.', required_by=needs(ALL)),
-    Key('backbone', Choice(tuple(BACKBONE_BLOCKS)), 'Deeplab-ResNet backbone: ResNet10 (extension, BasicBlock '
-        '[1,1,1,1]), ResNet18 [2,2,2,2], ResNet34 [3,4,6,3], ResNet101 (Bottleneck [3,4,23,3]).',
+    Key('backbone', BackboneName(), 'Gated backbone (docs/backbones.md). The paper\'s Deeplab-ResNets: ResNet10 '
+        '(extension, BasicBlock [1,1,1,1]), ResNet18 [2,2,2,2], ResNet34 [3,4,6,3], ResNet101 (Bottleneck '
+        '[3,4,23,3]). Extensions: WRN-<depth>-<width> (Wide-ResNet, depth = 6n + 4, e.g. WRN-16-8), MobileNetV2 or '
+        'MobileNetV2-<width multiplier> (only its residual blocks are gated), tv:resnet18|34|50|101 (torchvision '
+        'ResNets dilated to output stride 8; needs torchvision). All give features at 1/8 resolution.',
         required_by=needs(ALL)),
+    Key('backbone_weights', Nullable(Text('path')), 'Extension: a local file with the backbone\'s ImageNet state '
+        'dict in the family\'s own key names (torchvision\'s for tv:resnet* and MobileNetV2), loaded into every '
+        'backbone column before training; classifier keys are ignored, any other missing, unexpected or '
+        'mis-shaped key is an error naming the file. null = the random init.', default=None, path=True),
     Key('tasks', ListOf(Choice(TASKS)), 'Ordered tasks; the order fixes the task ids (task1, task2, ...) and the '
         'order of lambdas and tasks_num_class.', required_by=needs(ALL)),
     Key('tasks_num_class', ListOf(Integer(1)), 'Output channels of each task head (seg: classes, sn 3, depth/'
@@ -696,7 +733,7 @@ def _rule_reference(opt: Mapping[str, Any], script: str):
 
 
 def _rule_skip_layer(opt: Mapping[str, Any], script: str):
-    blocks = BACKBONE_BLOCKS[opt['backbone']]
+    blocks = backbone_blocks(opt['backbone'])
     if opt['skip_layer'] >= blocks:
         yield 'skip_layer', opt['skip_layer'], (f'expected an integer in [0, {blocks - 1}] ({opt["backbone"]} '
                                                 f'has {blocks} blocks)')
@@ -734,6 +771,11 @@ def _rule_architecture(opt: Mapping[str, Any], script: str):
     if script == 're-train' and opt.get('retrain_from_pl'):
         yield 'retrain_from_pl', True, (f'expected False with architecture {architecture}: baselines are trained '
                                         f'from scratch (there is no policy-learning run to start from)')
+    from models.baselines import ARCHITECTURES as BASELINES  # the baseline registry says which need segments
+    if BASELINES[architecture].resnet_only and opt['backbone'] not in BACKBONE_BLOCKS:
+        yield 'backbone', opt['backbone'], (f'architecture {architecture} reads the Deeplab-ResNet\'s segments and '
+                                            f'blocks: expected one of {", ".join(BACKBONE_BLOCKS)} (multi_task and '
+                                            f'single_task accept every backbone)')
     if architecture in MULTI_COLUMN and len(opt['tasks']) < 2:
         yield 'architecture', architecture, (f'needs at least 2 tasks (it mixes features between task '
                                              f'columns), got tasks = {opt["tasks"]!r}')
@@ -745,8 +787,14 @@ def _rule_weighting(opt: Mapping[str, Any], script: str):
         yield (f'weighting_args.{arg}' if arg else 'weighting'), value, problem
 
 
+def _rule_backbone_weights(opt: Mapping[str, Any], script: str):
+    path = opt.get('backbone_weights')
+    if isinstance(path, str) and path.strip() and not os.path.isfile(resolve_path(path)):
+        yield 'backbone_weights', path, f'no such file ({resolve_path(path)}); expected a local state dict file'
+
+
 RULES = (_rule_lengths, _rule_tasks, _rule_channels, _rule_reference, _rule_skip_layer, _rule_warm_up,
-         _rule_pairs, _rule_architecture, _rule_weighting)
+         _rule_pairs, _rule_architecture, _rule_weighting, _rule_backbone_weights)
 
 
 def _rule_errors(opt: Mapping[str, Any], script: str, source: str) -> list[str]:

@@ -6,7 +6,8 @@
 Reads `<checkpoint_dir>/<exp_name>/retrain%03d_policyIter%s_best_model.pth.tar` (strictly) and the policy
 pickle `policyIter<it>_rs<seed:04d>.pickle` (seed = seed[exp_id]) and writes a file with only what inference
 needs: the stem, the blocks some task executes, the downsample projections (they always run: a skipped
-block 0 of a segment still applies its projection) and the heads; no policy logits, no unused blocks.
+block 0 of a segment still applies its projection), any always-executed modules of the backbone and the
+heads; no policy logits, no unused blocks. Any registry backbone (docs/backbones.md).
 Written atomically; `torch.load(path, weights_only=True)` reads it as a plain dict:
 
     {'format': 'adashare-compact', 'version': 1, 'backbone': 'ResNet34', 'tasks': [...],
@@ -26,10 +27,10 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models import BACKBONES, build_model, count_parameters
+from models import BACKBONES, DeeplabResNetBackbone, build_model, count_parameters
+from models.backbones import find_family
 from models.mtl_net import ASPP_RATES, MultiTaskNet
 from utils import checkpoint as C
 from utils.flops import (Branch, execution_tree, format_execution_tree, format_policy_cost, padded_gates,
@@ -72,21 +73,12 @@ class CompactMultiTaskNet(nn.Module):
         self.backbone_name = backbone_name(network)
         self.head_channels = network.task1_fc1_c0.conv1.out_channels
         self.skip_layer = network.skip_layer
-        self.positions = full.block_positions
+        self.block_names = full.block_names
         self.kept_blocks = [t for t in range(full.num_blocks) if any(d[t] for d in self.decisions)]
         self.tree: Branch = execution_tree(self.decisions)
-
-        self.backbone = nn.Module()
-        self.backbone.conv1, self.backbone.bn1 = full.conv1, full.bn1
-        self.backbone.relu, self.backbone.maxpool = full.relu, full.maxpool
-        blocks = nn.ModuleDict()
-        for t in self.kept_blocks:
-            s, b = self.positions[t]
-            if str(s) not in blocks:
-                blocks[str(s)] = nn.ModuleDict()
-            blocks[str(s)][str(b)] = full.blocks[s][b]
-        self.backbone.blocks = blocks
-        self.backbone.ds = nn.ModuleDict({str(s): ds for s, ds in enumerate(full.ds) if ds is not None})
+        # The backbone without the bodies of the blocks no task executes; everything else is shared.
+        self.backbone = full.without_blocks([t for t in range(full.num_blocks) if t not in self.kept_blocks])
+        self._gates = padded_gates(self.decisions, full.num_blocks)  # hard, CPU: only read as decisions
         for k in range(network.num_tasks):
             for c in range(len(ASPP_RATES)):
                 name = f"task{k + 1}_fc1_c{c}"
@@ -96,36 +88,9 @@ class CompactMultiTaskNet(nn.Module):
     def num_tasks(self) -> int:
         return len(self.decisions)
 
-    def _residual(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        s, b = self.positions[t]
-        return self.backbone.ds[str(s)](x) if b == 0 and str(s) in self.backbone.ds else x
-
-    def _run(self, branch: Branch, x: torch.Tensor, residual: Optional[torch.Tensor],
-             features: List[Optional[torch.Tensor]]) -> None:
-        """Blocks of `branch` then its children; `residual` = the shared residual of its first block, if any."""
-        for t in range(branch.start, branch.stop):
-            if residual is None:
-                residual = self._residual(x, t)
-            if t in branch.executed:
-                s, b = self.positions[t]
-                x = F.relu(residual + self.backbone.blocks[str(s)][str(b)](x))
-            else:
-                x = residual
-            residual = None
-        if not branch.children:
-            for k in branch.tasks:
-                features[k] = x
-            return
-        shared = self._residual(x, branch.stop)  # computed once for every child
-        for child in branch.children:
-            self._run(child, x, shared, features)
-
     def features(self, img: torch.Tensor) -> List[torch.Tensor]:
-        """Backbone features of each task (1/8 resolution)."""
-        x = self.backbone.maxpool(self.backbone.relu(self.backbone.bn1(self.backbone.conv1(img))))
-        features: List[Optional[torch.Tensor]] = [None] * self.num_tasks
-        self._run(self.tree, x, None, features)
-        return features  # type: ignore[return-value]
+        """Backbone features of each task (1/8 resolution): selected blocks only, shared prefixes once."""
+        return self.backbone.forward_shared_prefix(img, self._gates)
 
     def forward(self, img: torch.Tensor) -> List[torch.Tensor]:
         outputs = []
@@ -140,35 +105,27 @@ class CompactMultiTaskNet(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- helpers
 def backbone_name(network: MultiTaskNet) -> str:
-    """The models.BACKBONES name of a network's backbone (block type + blocks per segment)."""
-    block_type = type(network.backbone.blocks[0][0])
-    for name, (block, layers) in BACKBONES.items():
-        if block is block_type and tuple(layers) == tuple(network.backbone.layers):
-            return name
-    raise ValueError(f"backbone with {block_type.__name__} blocks {list(network.backbone.layers)} is not one of "
-                     f"{sorted(BACKBONES)}")
-
-
-def _is_block_key(key: str) -> Optional[Tuple[int, int]]:
-    parts = key.split(".")
-    if parts[:2] == ["backbone", "blocks"]:
-        return int(parts[2]), int(parts[3])
-    return None
+    """The registry name of a network's backbone: recorded by models.build_model, or found for a
+    Deeplab-ResNet from its block type and blocks per segment."""
+    if network.backbone_name:
+        return network.backbone_name
+    backbone = network.backbone
+    if isinstance(backbone, DeeplabResNetBackbone):
+        block_type = type(backbone.blocks[0][0])
+        for name, (block, layers) in BACKBONES.items():
+            if block is block_type and tuple(layers) == tuple(backbone.layers):
+                return name
+    raise ValueError(f"backbone {type(backbone).__name__} was not built from a registry name (models.build_model); "
+                     f"known Deeplab-ResNets: {sorted(BACKBONES)}")
 
 
 def compact_state(network: MultiTaskNet, kept_blocks: Sequence[int]) -> Dict[str, torch.Tensor]:
     """The full state_dict without policy logits and without the blocks no task executes (CPU tensors)."""
-    positions = network.backbone.block_positions
-    kept = {positions[t] for t in kept_blocks}
-    state = {}
-    for key, value in network.state_dict().items():
-        if key.endswith("_logits") and "." not in key:
-            continue
-        block = _is_block_key(key)
-        if block is not None and block not in kept:
-            continue
-        state[key] = value.detach().cpu()
-    return state
+    full = network.backbone
+    dropped = full.without_blocks([t for t in range(full.num_blocks) if t not in set(kept_blocks)])
+    kept = {f"backbone.{key}" for key in dropped.state_dict()}
+    return {key: value.detach().cpu() for key, value in network.state_dict().items()
+            if key in kept or not (key.startswith("backbone.") or (key.endswith("_logits") and "." not in key))}
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -201,7 +158,7 @@ def export_compact(network: MultiTaskNet, policies: Sequence[Any], path: str,
     if tasks is None and isinstance(meta.get("tasks"), (list, tuple)):
         tasks = list(meta["tasks"])
     compact = CompactMultiTaskNet(network, policies, tasks)
-    positions = network.backbone.block_positions
+    names = network.backbone.block_names
     payload = {
         "format": COMPACT_FORMAT,
         "version": COMPACT_VERSION,
@@ -213,7 +170,7 @@ def export_compact(network: MultiTaskNet, policies: Sequence[Any], path: str,
         "num_blocks": int(network.num_blocks),
         "policies": [p.clone() for p in compact.policies],
         "kept_blocks": list(compact.kept_blocks),
-        "kept_block_names": [f"{positions[t][0]}.{positions[t][1]}" for t in compact.kept_blocks],
+        "kept_block_names": [names[t] for t in compact.kept_blocks],
         "state": compact_state(network, compact.kept_blocks),
         "meta": meta,
     }
@@ -247,8 +204,10 @@ def load_compact(path: str, map_location: str | torch.device = "cpu") -> Compact
     if payload["version"] != COMPACT_VERSION:
         raise CompactFileError(f"{path}: compact format version {payload['version']}, this code reads "
                                f"version {COMPACT_VERSION}")
-    if payload["backbone"] not in BACKBONES:
-        raise CompactFileError(f"{path}: unknown backbone {payload['backbone']!r}; valid: {sorted(BACKBONES)}")
+    try:
+        find_family(payload["backbone"])
+    except ValueError as err:
+        raise CompactFileError(f"{path}: {err}") from None
     # Build on the meta device (no random init), keep the used modules, then give them real storage.
     with torch.device("meta"):
         network = build_model(payload["backbone"], payload["tasks_num_class"], skip_layer=payload["skip_layer"],
@@ -327,9 +286,8 @@ def export_experiment(opt: Mapping[str, Any], exp_id: int, out: Optional[str], i
     input_hw = tuple(input_hw) if input_hw else eval_size(opt)
     print(f"exp {exp_id}: {source['checkpoint']}\npolicy (seed {source['seed']}): {source['policy_file']}")
     print(C.format_policy_table(policies, tasks))
-    positions = network.backbone.block_positions
     tree = execution_tree(policies, network.num_blocks)
-    print(format_execution_tree(tree, tasks, [f"{s}.{b}" for s, b in positions]))
+    print(format_execution_tree(tree, tasks, network.backbone.block_names))
     cost = policy_cost(network, policies, input_hw, tasks)
     print(format_policy_cost(cost))
     path = out or os.path.join(opt["paths"]["checkpoint_dir"], opt["exp_name"],

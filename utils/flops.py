@@ -7,9 +7,10 @@ divided by the number of images B. Everything here is per image.
 
 Three ways of running K tasks with hard 0/1 policies are costed (`policy_cost`):
   * per task on its own: stem + the downsample projections (they always run, a skipped block 0 of a
-    segment still applies its projection, docs/original.md §3.3 (i)) + the task's selected blocks + its four heads;
+    segment still applies its projection, docs/original.md §3.3 (i)) and any other always-executed modules
+    of the backbone (docs/backbones.md) + the task's selected blocks + its four heads;
   * the execution tree: tasks share features up to the first block where their decisions differ, so each
-    shared prefix is computed once (`DeeplabResNetBackbone.forward_shared_prefix`, docs/original.md §0.5);
+    shared prefix is computed once (`GatedBackbone.forward_shared_prefix`, docs/original.md §0.5);
   * compute-everything, as the original MTL2 computes it: K full backbone passes (every block) + all heads.
 The analytic numbers come from a per-component cost table and are cross-checked against hook counts of
 the real forward paths, run on the `meta` device (shapes only, no arithmetic).
@@ -262,13 +263,16 @@ class ComponentTable:
     """Per-image cost and parameter counts of each part of a MultiTaskNet at one input size."""
 
     stem: Cost
-    blocks: List[Cost]                 # per flat block index t
-    downsample: Dict[int, Cost]        # block index t (block 0 of a segment) -> its projection
+    blocks: List[Cost]                 # per flat block index t: the body, run only when t executes
+    downsample: Dict[int, Cost]        # block index t -> what runs for t whether or not it executes (the
+                                       # projection; MobileNetV2: the always-executed blocks before t)
     heads: List[Cost]                  # per task, all four ASPP branches
     stem_params: Tuple[int, int]       # (parameters, state values incl. BN buffers)
     block_params: List[Tuple[int, int]]
     downsample_params: Dict[int, Tuple[int, int]]
     head_params: List[Tuple[int, int]]
+    tail: Cost = Cost()                # always-executed modules after the last block (once per leaf)
+    tail_params: Tuple[int, int] = (0, 0)
 
 
 def _params(modules: Sequence[nn.Module]) -> Tuple[int, int]:
@@ -286,6 +290,21 @@ def _check_input_hw(input_hw: Sequence[int]) -> Tuple[int, int]:
     return int(input_hw[0]), int(input_hw[1])
 
 
+def _backbone_components(model: nn.Module) -> Dict[str, Tuple[str, int]]:
+    """Module name -> ('block' | 'always', t) for every module the backbone's contract assigns to a block
+    (t = L: the tail); the rest of the backbone is the stem."""
+    backbone = model.backbone
+    names = {id(m): name for name, m in model.named_modules()}
+    owner: Dict[str, Tuple[str, int]] = {}
+    for kind, modules_of, count in (("block", backbone.body_modules, backbone.num_blocks),
+                                    ("always", backbone.always_modules, backbone.num_blocks + 1)):
+        for t in range(count):
+            for module in modules_of(t):
+                for sub in module.modules():
+                    owner[names[id(sub)]] = (kind, t)
+    return owner
+
+
 def component_table(model: nn.Module, input_hw: Sequence[int]) -> ComponentTable:
     """Cost of every stem/block/projection/head of `model` (a MultiTaskNet) for one image of `input_hw`.
 
@@ -294,41 +313,47 @@ def component_table(model: nn.Module, input_hw: Sequence[int]) -> ComponentTable
     """
     height, width = _check_input_hw(input_hw)
     backbone = model.backbone
-    positions = backbone.block_positions
-    block_of = {(s, b): t for t, (s, b) in enumerate(positions)}
+    L = backbone.num_blocks
+    owner = _backbone_components(model)
     counted = count_conv_flops(model, torch.empty(1, 3, height, width, device="meta"))["by_module"]
-    stem, blocks = Cost(), [Cost() for _ in positions]
-    downsample: Dict[int, Cost] = {}
+    stem, blocks, always = Cost(), [Cost() for _ in range(L)], [Cost() for _ in range(L + 1)]
     heads = [Cost() for _ in range(model.num_tasks)]
     for name, entry in counted.items():
         cost, parts = Cost(entry["flops"], entry["macs"]), name.split(".")
-        if name == "backbone.conv1":
+        if name in owner:
+            kind, t = owner[name]
+            if kind == "block":
+                blocks[t] = blocks[t] + cost
+            else:
+                always[t] = always[t] + cost
+        elif parts[0] == "backbone":
             stem = stem + cost
-        elif parts[:2] == ["backbone", "blocks"]:
-            t = block_of[(int(parts[2]), int(parts[3]))]
-            blocks[t] = blocks[t] + cost
-        elif parts[:2] == ["backbone", "ds"]:
-            t = block_of[(int(parts[2]), 0)]
-            downsample[t] = downsample.get(t, Cost()) + cost
         elif parts[0].startswith("task") and "_fc1_c" in parts[0]:
             k = int(parts[0][len("task"):parts[0].index("_fc1_c")]) - 1
             heads[k] = heads[k] + cost
         else:
             raise ValueError(f"component_table: conv {name!r} is not part of a MultiTaskNet layout")
-    segment_start = {s: block_of[(s, 0)] for s in range(len(backbone.layers))}
+    block_params = [_params(backbone.body_modules(t)) for t in range(L)]
+    always_params = [_params(backbone.always_modules(t)) for t in range(L + 1)]
+    total = (count_parameters(backbone, include_buffers=False), count_parameters(backbone))
+    assigned = _add_params(*block_params, *always_params)
+    with_always = [t for t in range(L) if backbone.always_modules(t)]
     return ComponentTable(
-        stem=stem, blocks=blocks, downsample=downsample, heads=heads,
-        stem_params=_params([backbone.conv1, backbone.bn1]),
-        block_params=[_params([backbone.blocks[s][b]]) for s, b in positions],
-        downsample_params={segment_start[s]: _params([ds]) for s, ds in enumerate(backbone.ds) if ds is not None},
+        stem=stem, blocks=blocks, downsample={t: always[t] for t in with_always}, heads=heads,
+        stem_params=(total[0] - assigned[0], total[1] - assigned[1]),
+        block_params=block_params,
+        downsample_params={t: always_params[t] for t in with_always},
         head_params=[_params([getattr(model, f"task{k + 1}_fc1_c{c}") for c in range(4)])
                      for k in range(model.num_tasks)],
+        tail=always[L], tail_params=always_params[L],
     )
 
 
-def tree_backbone_cost(tree: Branch, blocks: Sequence[Cost], downsample: Mapping[int, Cost]) -> Cost:
+def tree_backbone_cost(tree: Branch, blocks: Sequence[Cost], downsample: Mapping[int, Cost],
+                       tail: Cost = Cost()) -> Cost:
     """Backbone cost (stem excluded) of running the tree: each block once per branch that executes it,
-    each projection once per distinct input (siblings share the input of their first block)."""
+    each projection once per distinct input (siblings share the input of their first block), the tail
+    once per leaf."""
     def walk(branch: Branch, is_root: bool) -> Cost:
         total = Cost()
         for t in range(branch.start, branch.stop):
@@ -336,11 +361,12 @@ def tree_backbone_cost(tree: Branch, blocks: Sequence[Cost], downsample: Mapping
                 total = total + downsample[t]
             if t in branch.executed:
                 total = total + blocks[t]
-        if branch.children:
-            if branch.stop in downsample:  # the split block's residual is computed once for all children
-                total = total + downsample[branch.stop]
-            for child in branch.children:
-                total = total + walk(child, False)
+        if not branch.children:
+            return total + tail
+        if branch.stop in downsample:  # the split block's residual is computed once for all children
+            total = total + downsample[branch.stop]
+        for child in branch.children:
+            total = total + walk(child, False)
         return total
 
     return walk(tree, True)
@@ -394,8 +420,8 @@ def policy_cost(model: nn.Module, policies: Sequence[PolicyLike], input_hw: Sequ
         raise ValueError(f"policy_cost: {len(names)} task names for {num_tasks} tasks")
     table = component_table(model, (height, width))
     tree = execution_tree(decisions)
-    projections = sum(table.downsample.values(), Cost())
-    projection_params = _add_params(*table.downsample_params.values())
+    projections = sum(table.downsample.values(), Cost()) + table.tail
+    projection_params = _add_params(*table.downsample_params.values(), table.tail_params)
     full_backbone = table.stem + projections + sum(table.blocks, Cost())
     all_heads = sum(table.heads, Cost())
 
@@ -409,7 +435,7 @@ def policy_cost(model: nn.Module, policies: Sequence[PolicyLike], input_hw: Sequ
         per_task.append(_entry(backbone + table.heads[k], params, task=names[k], blocks=used))
 
     tree_blocks = [t for t in range(num_blocks) if any(d[t] for d in decisions)]
-    tree_backbone = table.stem + tree_backbone_cost(tree, table.blocks, table.downsample)
+    tree_backbone = table.stem + tree_backbone_cost(tree, table.blocks, table.downsample, table.tail)
     tree_params = _add_params(table.stem_params, projection_params, *table.head_params,
                               *(table.block_params[t] for t in tree_blocks))
     everything = full_backbone * num_tasks + all_heads

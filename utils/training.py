@@ -15,17 +15,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataloaders import build_dataset_from_config, seed_worker
+from utils.config import backbone_blocks
 from utils.device import DistContext, split_batch_size
 
-# Blocks per backbone as train.py counts them for the "best" threshold (docs/original.md §1.1: ResNet34 -> 18, sic).
+# Blocks as the original's train.py counts them for the "best" threshold (docs/original.md §1.1: ResNet34 -> 18,
+# sic); every other backbone (and quirks.true_block_count) uses its real count of gated blocks.
 _BEST_THRESHOLD_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 18, 'ResNet101': 33}
-_TRUE_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 16, 'ResNet101': 33}
 
 
 def best_threshold_blocks(opt: dict) -> int:
     """`num_blocks` of the "best" threshold; quirks.true_block_count uses the real count."""
-    table = _TRUE_BLOCKS if (opt.get('quirks') or {}).get('true_block_count', False) else _BEST_THRESHOLD_BLOCKS
-    return table[opt['backbone']]
+    if (opt.get('quirks') or {}).get('true_block_count', False) or opt['backbone'] not in _BEST_THRESHOLD_BLOCKS:
+        return backbone_blocks(opt['backbone'])
+    return _BEST_THRESHOLD_BLOCKS[opt['backbone']]
 
 
 def validation_split(opt: dict) -> str:

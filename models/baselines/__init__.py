@@ -1,4 +1,5 @@
-"""The paper's baseline architectures on Deeplab-ResNet, behind one base class and a registry."""
+"""The paper's baseline architectures behind one base class and a registry (Multi-Task and Single-Task on any
+registry backbone; Cross-Stitch, Sluice, NDDR-CNN and MTAN on the Deeplab-ResNets)."""
 from .base import ARCHITECTURES, MultiTaskBaseline, build_baseline, register
 from .cross_stitch import CrossStitchNet
 from .mtan import MTANNet

@@ -1,5 +1,5 @@
 """Base class and registry of the paper's baseline architectures (Single-Task, Multi-Task,
-Cross-Stitch, Sluice, NDDR-CNN, MTAN) on the Deeplab-ResNet backbone.
+Cross-Stitch, Sluice, NDDR-CNN, MTAN) on a registry backbone (the last four: Deeplab-ResNet only, `resnet_only`).
 
 Every baseline is a pure nn.Module: `forward(img)` returns one raw output per task at 1/8
 resolution (the sum of the task's four ASPP branches, exactly like `MultiTaskNet.forward(img, None)`).
@@ -17,7 +17,7 @@ from torch import nn
 
 from utils.registry import registrar
 
-from ..backbone import Block, DeeplabResNetBackbone
+from ..backbones import BackboneFactory, DeeplabResNetBackbone, GatedBackbone
 from ..heads import add_task_heads, sum_of_branches, task_head_branches
 
 _HEAD_NAME = re.compile(r"task\d+_fc1_c\d+\.")
@@ -28,15 +28,16 @@ class MultiTaskBaseline(nn.Module):
     """T task outputs from an input image; subclasses build the backbone column(s) and fusion modules."""
 
     name: str = ""  # registry name, set by @register
+    # True for designs that read the Deeplab-ResNet's segments or block internals (config validation
+    # refuses other backbones for them).
+    resnet_only: bool = False
 
-    def __init__(self, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
-                 head_channels: int = 1024) -> None:
+    def __init__(self, backbone: BackboneFactory, tasks_num_class: Sequence[int], head_channels: int = 1024) -> None:
         super().__init__()
         tasks_num_class = list(tasks_num_class)
         if not tasks_num_class or any(not isinstance(n, int) or n < 1 for n in tasks_num_class):
             raise ValueError(f"tasks_num_class must be a non-empty list of positive ints, got {tasks_num_class!r}")
-        self.block = block
-        self.layers = tuple(layers)
+        self._backbone_factory = backbone
         self.tasks_num_class = tasks_num_class
         self.head_channels = head_channels
 
@@ -45,9 +46,18 @@ class MultiTaskBaseline(nn.Module):
         return len(self.tasks_num_class)
 
     # ------------------------------------------------------------------ building blocks for subclasses
-    def _new_column(self) -> DeeplabResNetBackbone:
+    def _new_column(self) -> GatedBackbone:
         """A fresh backbone column; each call is its own draw of the backbone's init."""
-        return DeeplabResNetBackbone(self.block, self.layers)
+        column = self._backbone_factory()
+        if self.resnet_only and not isinstance(column, DeeplabResNetBackbone):
+            raise ValueError(f"baseline {self.name!r} needs a Deeplab-ResNet backbone (ResNet10/18/34/101), got "
+                             f"{type(column).__name__}")
+        return column
+
+    @property
+    def layers(self) -> tuple:
+        """Blocks per segment of the (Deeplab-ResNet) columns."""
+        return tuple(self.backbone_columns()[0].layers)
 
     def _add_heads(self, in_channels: int) -> None:
         """The four ASPP branches of every task, named as in AdaShare's MultiTaskNet."""
@@ -57,7 +67,7 @@ class MultiTaskBaseline(nn.Module):
         """Sum of the four ASPP branches of task `task_index` (0-based) on its feature map."""
         return sum_of_branches(task_head_branches(self, task_index), feature)
 
-    def backbone_columns(self) -> List[DeeplabResNetBackbone]:
+    def backbone_columns(self) -> List[GatedBackbone]:
         """The backbone column(s): [backbone] or list(backbones)."""
         if hasattr(self, "backbones"):
             return list(self.backbones)
@@ -140,7 +150,7 @@ def architecture_options(name: str) -> Dict[str, object]:
     return {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
-def build_baseline(name: str, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
+def build_baseline(name: str, backbone: BackboneFactory, tasks_num_class: Sequence[int],
                    head_channels: int = 1024, **options) -> MultiTaskBaseline:
     """The baseline registered as `name`; `options` are its architecture-specific settings."""
     if name not in ARCHITECTURES:
@@ -150,7 +160,7 @@ def build_baseline(name: str, block: Block, layers: Sequence[int], tasks_num_cla
     if unknown:
         accepted = f"valid options: {sorted(valid)}" if valid else "it takes no options"
         raise ValueError(f"baseline {name!r}: unknown option(s) {unknown}; {accepted}")
-    return ARCHITECTURES[name](block, layers, tasks_num_class, head_channels, **options)
+    return ARCHITECTURES[name](backbone, tasks_num_class, head_channels, **options)
 
 
 # ---------------------------------------------------------------------- shared helpers of the designs

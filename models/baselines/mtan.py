@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import Block
+from ..backbones import BackboneFactory
 from .base import MultiTaskBaseline, register
 
 
@@ -58,9 +58,11 @@ class BlockAttention(nn.Module):
 class MTANNet(MultiTaskBaseline):
     """Shared `backbone`; `attention.{t}.{b}` is task t's attention module at block b."""
 
-    def __init__(self, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
+    resnet_only = True
+
+    def __init__(self, backbone: BackboneFactory, tasks_num_class: Sequence[int],
                  head_channels: int = 1024) -> None:
-        super().__init__(block, layers, tasks_num_class, head_channels)
+        super().__init__(backbone, tasks_num_class, head_channels)
         self.backbone = self._new_column()
         out_channels = self.backbone.block_channels
         previous_channels = [self.backbone.bn1.num_features] + out_channels[:-1]

@@ -8,7 +8,7 @@ from typing import List, Sequence
 
 import torch
 
-from ..backbone import Block
+from ..backbones import BackboneFactory
 from .base import MultiTaskBaseline, register
 
 
@@ -16,9 +16,9 @@ from .base import MultiTaskBaseline, register
 class HardSharingNet(MultiTaskBaseline):
     """Every head reads the final feature map of the shared `backbone`."""
 
-    def __init__(self, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
+    def __init__(self, backbone: BackboneFactory, tasks_num_class: Sequence[int],
                  head_channels: int = 1024) -> None:
-        super().__init__(block, layers, tasks_num_class, head_channels)
+        super().__init__(backbone, tasks_num_class, head_channels)
         self.backbone = self._new_column()
         self._add_heads(self.backbone.out_channels)
 

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..backbone import Block
+from ..backbones import BackboneFactory
 from .base import MultiTaskBaseline, check_fraction, dominant_mixing, register
 
 BN_MOMENTUM = 0.05
@@ -51,9 +51,11 @@ class NDDRLayer(nn.Module):
 class NDDRNet(MultiTaskBaseline):
     """T columns (`backbones.{t}`) with NDDR layers `nddr.0` (after the stem) .. `nddr.4` (after conv5_x)."""
 
-    def __init__(self, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
+    resnet_only = True
+
+    def __init__(self, backbone: BackboneFactory, tasks_num_class: Sequence[int],
                  head_channels: int = 1024, *, alpha_same: float = 0.9) -> None:
-        super().__init__(block, layers, tasks_num_class, head_channels)
+        super().__init__(backbone, tasks_num_class, head_channels)
         alpha_same = check_fraction("alpha_same", alpha_same)
         self.backbones = nn.ModuleList(self._new_column() for _ in range(self.num_tasks))
         stem_channels = self.backbones[0].bn1.num_features

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..backbone import Block
+from ..backbones import BackboneFactory
 from .base import MultiTaskBaseline, register
 
 
@@ -16,9 +16,9 @@ from .base import MultiTaskBaseline, register
 class SingleTaskNets(MultiTaskBaseline):
     """Task t's head reads column t (`backbones.{t}`)."""
 
-    def __init__(self, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
+    def __init__(self, backbone: BackboneFactory, tasks_num_class: Sequence[int],
                  head_channels: int = 1024) -> None:
-        super().__init__(block, layers, tasks_num_class, head_channels)
+        super().__init__(backbone, tasks_num_class, head_channels)
         self.backbones = nn.ModuleList(self._new_column() for _ in range(self.num_tasks))
         self._add_heads(self.backbones[0].out_channels)
 

@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..backbone import Block
+from ..backbones import BackboneFactory
 from .base import MultiTaskBaseline, check_fraction, dominant_mixing, register
 
 SUBSPACES = 2
@@ -85,9 +85,11 @@ class SluiceNet(MultiTaskBaseline):
     """T columns (`backbones.{t}`), a subspace stitch (`stitches.{b}`) after every block b and a
     layer stitch (`layer_stitch`) over the last segment's blocks."""
 
-    def __init__(self, block: Block, layers: Sequence[int], tasks_num_class: Sequence[int],
+    resnet_only = True
+
+    def __init__(self, backbone: BackboneFactory, tasks_num_class: Sequence[int],
                  head_channels: int = 1024, *, alpha_same: float = 0.95, beta_last: float = 0.9) -> None:
-        super().__init__(block, layers, tasks_num_class, head_channels)
+        super().__init__(backbone, tasks_num_class, head_channels)
         alpha_same = check_fraction("alpha_same", alpha_same)
         beta_last = check_fraction("beta_last", beta_last)
         self.backbones = nn.ModuleList(self._new_column() for _ in range(self.num_tasks))
