@@ -85,8 +85,12 @@ class AdaShareEnv(BaseEnv):
         self.fixed_policies: list[torch.Tensor] | None = None
         self.last_gates: list[torch.Tensor] | None = None
         # `seed`: the run's seed (re-train.py passes seed[exp_id]); it seeds PCGrad's task order.
-        context = WeightingContext(len(self.tasks), tuple(self.lambdas),
-                                   seed=int(opt['seed'][0] if seed is None else seed),
+        # An evaluation-only config (test.py on a released checkpoint) may carry no lambdas or seeds: the
+        # weighting then never runs, so neutral values stand in.
+        lambdas = tuple(self.lambdas) if is_train or 'lambdas' in opt else (1.0,) * len(self.tasks)
+        seeds = opt.get('seed') or [0]
+        context = WeightingContext(len(self.tasks), lambdas,
+                                   seed=int(seeds[0] if seed is None else seed),
                                    steps_per_epoch=int(train_opt.get('val_freq') or 1))
         self.weighting = build_weighting(opt.get('weighting') or 'equal', context, opt.get('weighting_args'))
         self.weighting.to(device)
