@@ -370,9 +370,9 @@ def test_small_res_required_for_cityscapes_only(tmp_path):
     ('exp_name', '', 'expected a non-empty name (a string without / or \\)'),
     ('paths.log_dir', '', 'expected a non-empty path string'),
     ('dataload.dataset', 'NYU', "expected one of 'NYU_v2', 'CityScapes', 'Taskonomy'"),
-    ('backbone', 'ResNet50', "unknown backbone 'ResNet50'; expected one of ResNet10, ResNet18, ResNet34, ResNet101, "
-     "MobileNetV2, MobileNetV2-0.5, tv:resnet18, tv:resnet34, tv:resnet50, tv:resnet101, WRN-16-8, WRN-10-2 "
-     "(WRN-<depth>-<width> with depth = 6n + 4, MobileNetV2[-<width multiplier>], tv:resnet18|34|50|101)"),
+    ('backbone', 'ResNet50', "expected a backbone of the registry: ResNet10, ResNet18, ResNet34, ResNet101, "
+                             "WRN-<depth>-<width> (e.g. WRN-16-8), MobileNetV2[-<width multiplier>], "
+                             "tv:resnet18|34|50|101"),
     ('train.init_method', 'zeros', "expected one of 'equal', 'random', 'all_chosen'"),
     ('policy_model', 'instance-specific', "not supported yet (instance-specific policies are not implemented); "
                                           "expected one of 'task-specific'"),

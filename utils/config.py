@@ -194,7 +194,10 @@ class BackboneName(Check):
         return self.problem(value) is None
 
     def problem(self, value: Any) -> str | None:
-        if not isinstance(value, str):
+        from models.backbones import find_family  # torch only where a backbone is checked
+        try:
+            find_family(value)
+        except ValueError:
             return f'expected {self.describe()}'
         try:
             backbone_blocks(value)
