@@ -348,10 +348,11 @@ SCHEMA: tuple[Key, ...] = (
         'False: from the fresh seeded initialisation.', required_by=needs(RETRAIN)),
     Key('head_channels', Integer(1), 'Extension: width of the hidden convs of every ASPP head branch '
         '(1024 in the original).', default=1024),
-    Key('architecture', Choice(ARCHITECTURES), 'Extension: the network. adashare = the gated Deeplab-ResNet '
+    Key('architecture', Choice(ARCHITECTURES), 'Extension: the network. adashare = the gated backbone '
         'with learned policies; the paper baselines (same backbone, heads, losses, lambdas, optimiser and '
         'schedule, trained from scratch by re-train.py): single_task (one backbone per task), multi_task (one '
-        'shared backbone = the all-execute policy), cross_stitch, sluice, nddr, mtan (docs/baselines.md).',
+        'shared backbone = the all-execute policy), cross_stitch, sluice, nddr, mtan (docs/baselines.md; these '
+        'four need a Deeplab-ResNet backbone).',
         default='adashare'),
     Key('baseline.sluice_orthogonality', Number(ge=0), 'Extension: weight of the Sluice orthogonality penalty '
         'between the two subspaces of every block output, added to the training loss (architecture sluice).',
