@@ -261,7 +261,8 @@ def test_paper_data_has_every_table_with_its_rows_and_columns():
 
 def test_shipped_specs_match_their_paper_tables():
     folder = os.path.join(ROOT, 'yamls', 'tables')
-    names = sorted(os.listdir(folder))
+    # Extension tables (synthetic_<topic>.yml, e.g. the backbones) have no paper counterpart: their own tests.
+    names = sorted(n for n in os.listdir(folder) if not n.startswith('synthetic_') or n == 'synthetic_table3.yml')
     assert names == ['synthetic_table3.yml', 'table1.yml', 'table2.yml', 'table3.yml', 'table4.yml', 'table5.yml',
                      'table6.yml', 'table8.yml']
     for name in names:
