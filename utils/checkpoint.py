@@ -535,8 +535,8 @@ def idle_tasks(policies: Sequence[torch.Tensor], tasks: Sequence[str] | None = N
 def idle_task_warning(names: Sequence[str], num_blocks: int, sampled: bool = True) -> str:
     """One line for tasks that skip every gated block (README: "A task that executes no block")."""
     verb = "executes" if sampled else "most likely executes (every p < 0.5)"
-    return (f"warning: {', '.join(names)} {verb} none of the {num_blocks} gated blocks: only the stem, any "
-            f"ungated first blocks and the task head serve it, so expect a much lower score; learn the policy longer or use "
+    return (f"warning: {', '.join(names)} {verb} none of the {num_blocks} gated blocks: only the stem, the "
+            f"always-executed modules (ungated blocks, projections) and the task head serve it, so expect a much lower score; learn the policy longer or use "
             f"another seed (README: A task that executes no block)")
 
 
