@@ -24,7 +24,7 @@ from envs.weighting import WeightingContext, build_weighting, combined_backward,
 from utils import checkpoint as ckpt
 from models import build_network
 from models import policy as P
-from utils.device import DistContext
+from utils.device import DistContext, all_reduce_mean_
 from utils.pretrained import load_backbone_weights
 from utils.speed import SpeedOptions, apply_speed_options
 from utils.metrics import MetricProtocol, MultiTaskMetrics
@@ -350,8 +350,14 @@ class AdaShareEnv(BaseEnv):
         return report
 
     def _split_shared(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(shared, other) trainable parameters under this step's gates (docs/weighting.md)."""
-        shared = {id(p) for p in self.network.shared_parameters(self.last_gates)}
+        """(shared, other) trainable parameters under this step's gates (docs/weighting.md).
+
+        Under DDP each rank draws its own Gumbel noise, so the decision is taken on the gates averaged over
+        the ranks: every rank must combine the same parameter set, or their weights drift apart."""
+        gates = self.last_gates
+        if gates is not None and self.is_distributed:
+            gates = [all_reduce_mean_(g.detach().float().clone()) for g in gates]
+        shared = {id(p) for p in self.network.shared_parameters(gates)}
         return [p for p in params if id(p) in shared], [p for p in params if id(p) not in shared]
 
     def _check_finite(self, loss: torch.Tensor, task_losses: dict, phase: str) -> bool:

@@ -213,3 +213,79 @@ def test_shipped_backbone_yamls_are_the_synthetic_setting_with_named_keys_switch
     for spec in ("synthetic_backbones.yml", f"synthetic_backbones_{short}.yml"):
         rows = load_spec(os.path.join(ROOT, "yamls", "tables", spec)).rows
         assert f"yamls/synthetic/backbones/nyu_v2_2task/{name}.yml" in [r.config for r in rows], spec
+
+
+@pytest.mark.parametrize("name", ["WRN-16-1", "MobileNetV2-0.5", "tv:resnet18"])
+def test_speed_options_on_other_backbones(tmp_path, monkeypatch, name):
+    """bf16 autocast, channels_last and torch.compile (dynamo capture, eager backend) through every phase."""
+    from utils import speed
+    monkeypatch.setattr(speed, "COMPILE_KWARGS", {"backend": "eager"})
+    opt = tiny_config(tmp_path, name, speed={"amp": "bf16", "channels_last": True, "compile": True})
+    L = num_gated_blocks(name)
+    try:
+        run = run_phases(opt, p_epoch=min(2, L - 1), policies=policies_for(L))
+    finally:
+        torch._dynamo.reset()
+    assert [s["phase"] for s in run["steps"]] == ["warmup"] * 2 + ["weights"] * 2 + ["policy", "retrain", "retrain"]
+    for step in run["steps"]:
+        assert all(torch.isfinite(v) for v in step["losses"].values()), step["phase"]
+    assert run["learned"]["sums"].isfinite().all() and run["retrained"]["sums"].isfinite().all()
+    for skipped, everything in zip(run["eval_skipped"], run["eval_everything"]):
+        assert skipped.dtype == torch.float32 and torch.isfinite(skipped).all()
+        assert skipped.shape == everything.shape
+
+
+def _ddp_backbone_worker(rank: int, port: int, out_dir: str, opt: dict) -> None:
+    """One rank: its own initial weights and batches; warm-up, Gumbel weight steps and a policy step."""
+    from utils import device as dev
+    torch.set_num_threads(1)
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    context = dev.init_distributed([-1])
+    try:
+        env = AdaShareEnv(opt, torch.device("cpu"), dist=context)
+        initial = {k: v.detach().clone() for k, v in env.network.named_parameters()}
+        env.train()
+        env.fix_alpha()
+        env.free_w(bool(opt["fix_BN"]))
+        for step in range(2):
+            env.set_inputs(nyu_batch(10 * rank + step))
+            env.optimize("warmup")
+        env.start_alternation()
+        env.state.p_epoch = 3
+        for step in range(2):
+            env.set_inputs(nyu_batch(10 * rank + 2 + step))
+            env.optimize("weights")
+        env.fix_w()
+        env.free_alpha()
+        env.set_inputs(nyu_batch(10 * rank + 4))
+        env.optimize("policy")
+        final = {k: v.detach().clone() for k, v in env.network.named_parameters()}
+        torch.save({"initial": initial, "final": final}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dev.cleanup_distributed()
+
+
+@pytest.mark.parametrize("weighting", ["equal", "pcgrad"])
+@pytest.mark.parametrize("name", ["ResNet10", "MobileNetV2-0.5"])
+def test_ddp_ranks_stay_identical(tmp_path, name, weighting):
+    """2 gloo processes on different data and Gumbel noise: after every phase each rank holds the same
+    parameters (always-executed and gated blocks alike; pcgrad's shared set is decided on rank-averaged gates)."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    from test_device import _free_port
+    opt = tiny_config(tmp_path, name, weighting=weighting)
+    context = mp.spawn(_ddp_backbone_worker, args=(_free_port(), str(tmp_path), opt), nprocs=2, join=False)
+    deadline = time.time() + 600  # generous: each rank imports torch and the repository on a busy CPU
+    while not context.join(timeout=5):
+        if time.time() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process gloo group did not finish within 600 s")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for key, value in ranks[0]["final"].items():
+        assert torch.equal(value, ranks[1]["final"][key]), key
+    moved = [k for k in ranks[0]["final"] if not torch.equal(ranks[0]["final"][k], ranks[0]["initial"][k])]
+    assert any("logits" in k for k in moved) and any(k.startswith("backbone.") for k in moved)
