@@ -14,14 +14,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from envs import AdaShareEnv  # noqa: E402
 from models import policy as P  # noqa: E402
-from utils import checkpoint as C  # noqa: E402
-from utils import training as T  # noqa: E402
-from utils.cli import parse_args, run_main  # noqa: E402
-from utils.config import check_exp_ids, load_config, recorded_config  # noqa: E402
-from utils.console import Progress, closing_summary, files_written, format_metrics  # noqa: E402
-from utils.device import barrier, cleanup_distributed, init_distributed  # noqa: E402
-from utils.logging import RunLogger  # noqa: E402
-from utils.seeding import fix_random_seed  # noqa: E402
+from engine import checkpoint as C  # noqa: E402
+from engine import training as T  # noqa: E402
+from engine.cli import parse_args, run_main  # noqa: E402
+from config import check_exp_ids, load_config, recorded_config  # noqa: E402
+from engine.console import Progress, closing_summary, files_written, format_metrics  # noqa: E402
+from engine.device import barrier, cleanup_distributed, init_distributed  # noqa: E402
+from engine.logging import RunLogger  # noqa: E402
+from engine.seeding import fix_random_seed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

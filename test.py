@@ -17,16 +17,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from envs import AdaShareEnv  # noqa: E402
-from utils import checkpoint as C  # noqa: E402
-from utils import training as T  # noqa: E402
-from utils.cli import parse_args, run_main  # noqa: E402
-from utils.config import check_exp_ids, format_options, load_config  # noqa: E402
-from utils.console import closing_summary, format_metrics  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
-from utils.export import eval_size  # noqa: E402
-from utils.flops import model_size  # noqa: E402
-from utils.logging import RunLogger  # noqa: E402
-from utils.metrics import score  # noqa: E402
+from engine import checkpoint as C  # noqa: E402
+from engine import training as T  # noqa: E402
+from engine.cli import parse_args, run_main  # noqa: E402
+from config import check_exp_ids, format_options, load_config  # noqa: E402
+from engine.console import closing_summary, format_metrics  # noqa: E402
+from engine.device import resolve_device  # noqa: E402
+from deploy.export import eval_size  # noqa: E402
+from deploy.flops import model_size  # noqa: E402
+from engine.logging import RunLogger  # noqa: E402
+from evaluation.metrics import score  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,12 @@
-"""What the scripts print (utils/console.py): the metrics line, progress without a terminal, closing summaries."""
+"""What the scripts print (engine/console.py): the metrics line, progress without a terminal, closing summaries."""
 import io
 import os
 
 import torch
 
-from utils import checkpoint as C
-from utils import training as T
-from utils.console import Progress, closing_summary, files_written, format_bytes, format_duration, format_metrics
+from engine import checkpoint as C
+from engine import training as T
+from engine.console import Progress, closing_summary, files_written, format_bytes, format_duration, format_metrics
 
 
 def test_one_metrics_line_with_four_decimals():

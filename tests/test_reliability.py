@@ -15,9 +15,9 @@ import torch
 import yaml
 
 from _pipeline import ROOT, load_script, make_nyu, tiny_yaml
-from utils import checkpoint as C
-from utils import training as T
-from utils.config import config_changes, load_config
+from engine import checkpoint as C
+from engine import training as T
+from config import config_changes, load_config
 
 PY_ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
 
@@ -171,7 +171,7 @@ def test_test_py_marks_an_unfinished_retraining(trained, tmp_path, nyu_root, cap
 # ------------------------------------------------------------------ 3. one run per experiment folder
 HOLD_LOCK = '''
 import sys, time
-from utils.run_lock import RunLock
+from engine.run_lock import RunLock
 RunLock(sys.argv[1], 'train_policy', 'holder').acquire()
 print('held', flush=True)
 time.sleep(120)
@@ -224,7 +224,7 @@ def test_result_json_is_standard_with_null_and_reason(tmp_path):
     assert clean == {'depth': {'abs_err': None, 'rms': 1.5}} and 'no valid pixel' in undefined['depth/abs_err']
     with pytest.raises(ValueError, match=r'depth/abs_err is not finite; standard JSON has no NaN'):
         C.atomic_write_json(str(tmp_path / 'r.json'), {'depth': {'abs_err': float('nan')}})
-    from utils.summary import metric_tables
+    from evaluation.summary import metric_tables
     assert metric_tables({**clean, 'undefined_metrics': undefined}, 'r.json') == {'depth': {'rms': 1.5}}
 
 
@@ -296,7 +296,7 @@ def test_unwritable_output_folder_is_found_at_start_up(tmp_path, nyu_root):
 
 
 def test_large_split_lists_are_checked_on_a_seeded_sample(tmp_path):
-    from utils.preflight import check_split_files
+    from engine.preflight import check_split_files
 
     class Split:
         split, dataroot = 'train', str(tmp_path)
@@ -327,8 +327,8 @@ def test_segmentation_label_out_of_range_names_file_label_and_range(tmp_path, ny
 # ------------------------------------------------------------------ 7, 8. disk full, leftover temp files
 DISK_FULL = '''
 import resource, torch
-from utils.cli import run_main
-from utils.checkpoint import atomic_save
+from engine.cli import run_main
+from engine.checkpoint import atomic_save
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
 run_main(lambda: atomic_save({'w': torch.zeros(100000)}, 'ckpt.pth.tar'))
 '''
@@ -347,7 +347,7 @@ def test_disk_full_is_one_line_and_keeps_the_old_file(tmp_path):
 
 KILLED_MID_SAVE = '''
 import os, sys, time
-from utils.checkpoint import _atomic_write
+from engine.checkpoint import _atomic_write
 def slow(f):
     f.write(b'partial')
     f.flush()
@@ -396,7 +396,7 @@ def test_messages_of_finished_runs_resumes_and_fresh_starts(trained, tmp_path, n
     assert retrain.main(['--config', config, '--gpus', '-1', '--fresh']) == 0
     loss_txt = (exp_dir(tmp_path, opt, 'log_dir') / 'loss.txt').read_text()
     assert 'retrain000 start' in loss_txt and 'retrain000 fresh start' in loss_txt
-    from utils.plots import parse_loss_txt
+    from reporting.plots import parse_loss_txt
     assert parse_loss_txt(str(exp_dir(tmp_path, opt, 'log_dir') / 'loss.txt'))['skipped_lines'] == []
 
 

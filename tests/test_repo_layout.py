@@ -16,13 +16,13 @@ def test_ci_runs_readme_commands():
 
 
 def test_readme_configuration_reference_is_in_sync_with_the_schema():
-    from utils.config import readme_with_reference
+    from config import readme_with_reference
     readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
     assert readme == readme_with_reference(readme), 'run: python tools/config.py --update-readme'
 
 
 def test_readme_names_every_quirk_switch():
-    from utils.config import SCHEMA
+    from config import SCHEMA
     readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
     differences = readme.split('## Differences from the original')[1].split('## Configuration reference')[0]
     for key in SCHEMA:
@@ -51,20 +51,18 @@ def test_every_documented_command_runs_from_another_folder(tmp_path):
         assert process.returncode == 0 and 'usage:' in out, f'{command}: {err[-500:]}'
 
 
-def test_library_packages_hold_no_command_lines_and_old_names_point_to_tools():
+def test_library_packages_hold_no_command_lines_and_the_old_names_are_gone():
     import subprocess
     import sys
-    for package in ('utils', 'envs', 'models', 'dataloaders'):
+    for package in ('config', 'dataloaders', 'deploy', 'engine', 'envs', 'evaluation', 'models', 'reporting', 'utils'):
         for folder, _, names in os.walk(os.path.join(ROOT, package)):
             for name in names:
                 path = os.path.join(folder, name)
-                if name.endswith('.py') and path != os.path.join(ROOT, 'utils', 'cli.py'):
+                if name.endswith('.py') and path != os.path.join(ROOT, 'engine', 'cli.py'):
                     assert 'ArgumentParser(' not in open(path, encoding='utf-8').read(), f'{path}: commands go in tools/'
+    # The `python -m utils.<name>` shims of earlier versions are gone (nothing was released under them).
     old = subprocess.run([sys.executable, '-m', 'utils.summary', '--help'], cwd=ROOT, capture_output=True, text=True)
-    assert old.returncode == 0 and 'usage: python tools/summary.py' in old.stdout
-    assert old.stderr.splitlines() == ['note: `python -m utils.summary` is deprecated and goes in the next release; '
-                                       'run `python tools/summary.py` (or `python -m tools.summary` from the '
-                                       'repository root)']
+    assert old.returncode != 0 and "No module named utils.summary" in old.stderr
 
 
 def _repository_text_files():
@@ -129,7 +127,7 @@ def test_every_reference_to_docs_original_names_an_existing_section():
 
 
 def test_docs_original_names_every_quirk_switch():
-    from utils.config import SCHEMA
+    from config import SCHEMA
     doc = open(os.path.join(ROOT, 'docs', 'original.md'), encoding='utf-8').read()
     for key in SCHEMA:
         if key.name.startswith('quirks.'):

@@ -4,7 +4,7 @@
     python tools/config.py --markdown                       # the configuration reference
     python tools/config.py --update-readme                  # rewrite it in README.md from the schema
 
-Library: utils/config.py (the schema, loading, validation).
+Library: config/ (the schema, loading, validation).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Sequence
 # Runnable as a file from any folder, as the training scripts are.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.config import (REPO_ROOT, SCRIPTS, ConfigError, format_options, load_config,  # noqa: E402
+from config import (REPO_ROOT, SCRIPTS, ConfigError, format_options, load_config,  # noqa: E402
                           readme_with_reference, schema_markdown)
 
 

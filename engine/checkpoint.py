@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.device import unwrap
+from engine.device import unwrap
 
 NETWORK_KEY = "mtl-net"
 ORIGINAL_KEYS = ("mtl-net", "weights", "alphas", "iter", "temp")

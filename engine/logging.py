@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from utils.checkpoint import atomic_write_text
+from engine.checkpoint import atomic_write_text
 
 
 def _as_float(value: Any, tag: str) -> float:

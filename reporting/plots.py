@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.checkpoint import atomic_write_bytes, load_checkpoint
+from engine.checkpoint import atomic_write_bytes, load_checkpoint
 
 # BGR order, as the loaders subtract it (dataloaders.transforms.IMG_MEAN); repeated here so that
 # plotting does not import cv2 and the dataset code.
@@ -674,9 +674,3 @@ def run_figure_inputs(opt: Mapping[str, Any], label: str | None = None) -> dict[
     return {'checkpoint': os.path.join(paths['checkpoint_dir'], name, f'{label}_model.pth.tar'),
             'tasks': list(opt['tasks']), 'loss_txt': loss_txt if os.path.isfile(loss_txt) else None,
             'out': os.path.join(paths['result_dir'], name, 'figures')}
-
-
-if __name__ == '__main__':
-    from tools.plots import main
-    from utils.cli import deprecated_command
-    deprecated_command('utils.plots', 'plots', main)

@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataloaders import build_dataset_from_config, seed_worker
-from utils.config import backbone_blocks
-from utils.device import DistContext, split_batch_size
+from config import backbone_blocks
+from engine.device import DistContext, split_batch_size
 
 # Blocks as the original's train.py counts them for the "best" threshold (docs/original.md §1.1: ResNet34 -> 18,
 # sic); every other backbone (and quirks.true_block_count) uses its real count of gated blocks.
@@ -162,7 +162,7 @@ def preflight(opt: dict, datasets: dict[str, Dataset], eval_split: str, dist: Di
     """Start-up checks before anything is written: output folders, split files, evaluation size (main rank)."""
     if dist is not None and not dist.is_main:
         return
-    from utils import preflight as F
+    from engine import preflight as F
     F.check_writable(opt['paths'], opt['exp_name'])
     note = F.check_split_files(datasets.values())
     F.check_eval_item(datasets[eval_split], eval_split)
@@ -173,8 +173,8 @@ def claim_folder(opt: dict, dist: DistContext | None, names: list[str], command:
     """Lock the experiment folder for this run (main rank), then delete temp files of interrupted saves."""
     if dist is not None and not dist.is_main:
         return []
-    from utils.checkpoint import remove_stale_temp_files
-    from utils.run_lock import RunLock
+    from engine.checkpoint import remove_stale_temp_files
+    from engine.run_lock import RunLock
     folder = os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'])
     locks = [RunLock(folder, name, command).acquire() for name in names]
     _HELD_LOCKS.extend(locks)
@@ -209,7 +209,7 @@ class ValidationWatch:
 
     def add(self, metrics: dict) -> float:
         """Record one validation; returns its score."""
-        from utils.metrics import score
+        from evaluation.metrics import score
         value = score(metrics, self.refer) if metrics else math.nan
         if metrics:
             self.count += 1
@@ -302,7 +302,7 @@ def seg_classes(opt: dict) -> int | None:
 
 def reference_for(opt: dict) -> dict:
     """The reference metrics the validation score is computed against (docs/original.md §6)."""
-    from utils.metrics import reference_metrics
+    from evaluation.metrics import reference_metrics
     return reference_metrics(opt['dataload']['dataset'], opt['tasks'], seg_classes(opt),
                              bool(opt['dataload'].get('small_res', False)))
 
@@ -334,7 +334,7 @@ class RunRecord:
 
 def save_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader'], record: RunRecord | None = None) -> None:
     """Everything an interrupted run needs to continue exactly; every rank's RNG goes to rank 0."""
-    from utils.seeding import get_rng_state
+    from engine.seeding import get_rng_state
     rng = get_rng_state()
     if env.is_distributed:
         import torch.distributed as tdist
@@ -352,8 +352,8 @@ def load_resume_state(env, path: str, loaders: dict[str, 'InfiniteLoader']) -> d
     """Restore a run from `path` if it exists; returns its payload (None when there is none)."""
     if not os.path.exists(path):
         return None
-    from utils.checkpoint import CheckpointError
-    from utils.seeding import set_rng_state
+    from engine.checkpoint import CheckpointError
+    from engine.seeding import set_rng_state
     try:
         payload = env.load_resume(path)
     except CheckpointError as err:
@@ -401,7 +401,7 @@ def complete_run(env, resume_path: str, total_iters: int, record: RunRecord | No
     """
     if not env.is_main:
         return
-    from utils.checkpoint import atomic_write_json
+    from engine.checkpoint import atomic_write_json
     state = env.state
     atomic_write_json(completion_path(resume_path), {
         'iteration': int(state.current_iter), 'total': int(total_iters),
@@ -476,7 +476,7 @@ def resume_checked(env, path: str, loaders: dict[str, 'InfiniteLoader'], opt: di
 
     Returns the payload (None without a resume state) and the record the next saves carry.
     """
-    from utils.config import config_changes, recorded_config
+    from config import config_changes, recorded_config
     record = RunRecord({**recorded_config(opt), **(extra or {})}, [])
     payload = load_resume_state(env, path, loaders)
     if payload is None:
@@ -530,7 +530,7 @@ def apply_new_hyperparameters(env, temperature: bool) -> None:
 
 def options_text(opt: dict, record: RunRecord) -> str:
     """opt.txt: the options, then every dated config change of the run."""
-    from utils.config import format_options
+    from config import format_options
     return format_options(opt) + ''.join(f'{line}\n' for line in record.history)
 
 
@@ -546,7 +546,7 @@ def finish_iteration(env, latest_label: str, latest_freq: int | None, total_iter
     if latest_due:
         save_resume_state(env, resume_path, loaders, record)
         if env.is_main:
-            from utils.checkpoint import atomic_link
+            from engine.checkpoint import atomic_link
             atomic_link(resume_path, env.checkpoint_file(latest_label))
     if iteration >= total_iters:
         complete_run(env, resume_path, total_iters, record)
