@@ -195,7 +195,7 @@ def test_resume_state_holds_the_fp16_grad_scaler(tmp_path):
 def test_config_defaults_and_loader_options(tmp_path):
     opt = load_config('yamls/adashare/nyu_v2_3task.yml', 'train_policy')
     assert opt['speed'] == {'amp': None, 'channels_last': False, 'cudnn_benchmark': False, 'compile': False,
-                            'masked_losses': False}
+                            'masked_losses': False, 'cpu_threads': 'auto'}
     assert opt['dataload']['pin_memory'] is None and opt['dataload']['prefetch_factor'] is None
     data = [{'img': torch.zeros(3, 4, 4)} for _ in range(4)]
     opt['dataload'].update(num_workers=1, pin_memory=False, prefetch_factor=3)
