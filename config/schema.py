@@ -6,13 +6,12 @@ validation, defaults, path resolution, `format_options` and the reference all fo
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from utils.checks import Boolean, Check, Choice, Integer, ListOf, Mapping_, Nullable, Number, Text  # noqa: F401
+from utils.paths import REPO_ROOT  # noqa: F401 (part of the config API)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPTS = ('train_policy', 're-train', 'test')
 TRAIN = ('train_policy',)

@@ -6,7 +6,6 @@ import os
 import sys
 from typing import Callable, Sequence
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None, script: str = '') -> argparse.Namespace:

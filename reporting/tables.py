@@ -20,9 +20,9 @@ import yaml
 
 from evaluation import summary as S
 from evaluation.metrics import paper_metrics
+from utils.paths import REPO_ROOT
 
 PAPER_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'paper_tables.json')
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASH = '–'
 # How many seeds a row expects when its spec names no exp_ids and no result exists (the paper's 8).
 DEFAULT_SEEDS = 8

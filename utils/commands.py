@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import shlex
+from utils.paths import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def script_path(script: str, cwd: str | None = None) -> str:
