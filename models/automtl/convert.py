@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -131,8 +132,12 @@ def _drop_specialised_inputs(graph: fx.Graph) -> None:
 # ---------------------------------------------------------------------------------------- checks
 def _where(node: fx.Node) -> str:
     """Node name and, when fx recorded it, the backbone source line that created it."""
-    lines = [line.strip() for line in (node.stack_trace or "").strip().splitlines() if line.strip()]
-    return f"node {node.name!r}" + (f" ({lines[-2]}: {lines[-1]})" if len(lines) >= 2 else "")
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)', node.stack_trace or "")
+    frames = [f for f in frames if not f[0].startswith(TORCH_DIR)]
+    if not frames:
+        return f"node {node.name!r}"
+    file, line, function, code = frames[-1]  # the innermost frame outside torch
+    return f"node {node.name!r} ({file}:{line} in {function}: {code.strip()})"
 
 
 def _check_graph(graph_module: fx.GraphModule) -> tuple:
