@@ -399,9 +399,13 @@ def test_parameter_groups_partition_the_parameters():
     shared = {id(p) for p in model.shared_parameters(policy)}
     both = [n for n in model.conv_nodes() if all(p[n.index] == SHARED for p in policy)]
     assert shared == {id(p) for n in both for p in n.shared.parameters()}
-    used = model.task_parameters(0, HARD, policy[0])
-    assert len(used) == sum(1 for _ in used) and all(
-        id(p) not in {id(q) for q in groups["shared_bn"]} for p in used)
+    used = {id(p) for p in model.task_parameters(0, HARD, policy[0])}
+    expected = {id(p) for n in model.conv_nodes() for p in n.branch(int(policy[0][n.index]), 0).parameters()}
+    expected |= {id(p) for bn in model.bn_nodes() for p in bn.copies["0"].parameters()}
+    assert used == expected
+    pretrain = {id(p) for p in model.task_parameters(1, PRETRAIN)}
+    assert {id(p) for p in groups["shared_bn"] + groups["shared_conv"]} <= pretrain
+    assert not pretrain & {id(p) for n in model.conv_nodes() for p in n.copies["0"].parameters()}
 
 
 def test_compact_export_matches_hard_mode_and_counts():
@@ -438,6 +442,14 @@ def test_forward_checks_its_policy():
         model(x, "mtl")
     outs = model(x, PRETRAIN)
     assert [o.shape[1] for o in outs] == TASKS
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is None for p in model.policy_logits())  # the pre-train mode never reads the logits
+    model.zero_grad(set_to_none=True)
+    # Soft weights drawn from the logits carry the gradient back to them.
+    weights = [gumbel_softmax_weights(p, 5.0, generator=torch.Generator().manual_seed(t))
+               for t, p in enumerate(model.policy_logits())]
+    sum(o.sum() for o in model(x, SOFT, weights)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.policy_logits())
 
 
 def test_build_automtl_by_name():
