@@ -7,7 +7,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from ..heads import sum_of_branches, task_head_branches
+from ..heads import ASPP_RATES, head_name, sum_of_branches, task_head_branches
 from .options import HARD, SHARED, SKIP, SPECIFIC
 from .supermodel import AutoMTLNet, TaskPolicy
 
@@ -20,9 +20,9 @@ class CompactAutoMTLNet(nn.Module):
     def __init__(self, supermodel: AutoMTLNet, choices: torch.Tensor) -> None:
         super().__init__()
         self.backbone = supermodel.backbone
-        for name, module in supermodel.named_children():
-            if name.startswith("task"):  # the heads
-                self.add_module(name, module)
+        for t in range(supermodel.num_tasks):
+            for c in range(len(ASPP_RATES)):
+                self.add_module(head_name(t, c), getattr(supermodel, head_name(t, c)))
         self.register_buffer("choices", choices)
         self.tasks_num_class = list(supermodel.tasks_num_class)
         self.conv_names = list(supermodel.conv_names)

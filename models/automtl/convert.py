@@ -16,7 +16,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Set, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -140,7 +140,7 @@ def _where(node: fx.Node) -> str:
     return f"node {node.name!r} ({file}:{line} in {function}: {code.strip()})"
 
 
-def _check_graph(graph_module: fx.GraphModule) -> tuple:
+def _check_graph(graph_module: fx.GraphModule) -> Tuple[List[fx.Node], List[fx.Node]]:
     """The conv and BN call nodes in graph order; AutoMTLConversionError for what cannot be converted."""
     conv_nodes: List[fx.Node] = []
     bn_nodes: List[fx.Node] = []

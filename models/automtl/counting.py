@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from torch import nn
 
-from .options import SHARED, SKIP, SPECIFIC
+from .options import HARD, SHARED, SKIP, SPECIFIC
 from .supermodel import AutoMTLNet, TaskPolicy
 
 
-def _numel(module: nn.Module) -> int:
+def _numel(module: Optional[nn.Module]) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
@@ -35,7 +35,7 @@ class PaperCount:
 
 def paper_parameter_count(model: AutoMTLNet, policy: Sequence[TaskPolicy]) -> PaperCount:
     """PaperCount of the hard `policy` (one [num_convs] choice vector per task)."""
-    routes = [model.route(t, "hard", p) for t, p in enumerate(policy)]
+    routes = [model.route(t, HARD, p) for t, p in enumerate(policy)]
     sizes = [_numel(node.shared) for node in model.conv_nodes()]
     single = sum(sizes)
     bn = sum(_numel(node.shared) for node in model.bn_nodes())
@@ -52,7 +52,7 @@ def compact_parameter_count(model: AutoMTLNet, policy: Sequence[TaskPolicy]) -> 
     """Exact parameter numbers (no buffers) of the compact model of `policy` by part: shared_conv (counted
     once), task_conv, skip (1x1 conv + BN), task_bn, other_backbone, backbone (their sum), heads, total.
     Equal to counting export_compact(model, policy)'s parameters, without building it."""
-    routes = [model.route(t, "hard", p) for t, p in enumerate(policy)]
+    routes = [model.route(t, HARD, p) for t, p in enumerate(policy)]
     counts = dict.fromkeys(("shared_conv", "task_conv", "skip", "task_bn"), 0)
     for node in model.conv_nodes():
         picked = [r.choices[node.index] for r in routes]
@@ -63,7 +63,7 @@ def compact_parameter_count(model: AutoMTLNet, policy: Sequence[TaskPolicy]) -> 
             elif option == SKIP:
                 counts["skip"] += _numel(node.skips[str(t)])
     counts["task_bn"] = sum(_numel(bn.copies[str(t)]) for bn in model.bn_nodes() for t in range(len(routes)))
-    counts["other_backbone"] = sum(p.numel() for p in model._unconverted_parameters())
+    counts["other_backbone"] = sum(p.numel() for p in model.unconverted_parameters())
     counts["backbone"] = sum(counts.values())
     counts["heads"] = sum(p.numel() for p in model.head_parameters())
     counts["total"] = counts["backbone"] + counts["heads"]

@@ -5,7 +5,7 @@ the logits it holds are only parameters for the optimiser and the checkpoint, ne
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -169,7 +169,7 @@ class AutoMTLNet(nn.Module):
             modules += [node.branch(option, task) for option in options]
         for bn in self.bn_nodes():
             modules += [bn.copies[str(task)]] + ([bn.shared] if mode == PRETRAIN else [])
-        return _unique_parameters(modules) + list(self._unconverted_parameters())
+        return _unique_parameters(modules) + list(self.unconverted_parameters())
 
     def shared_parameters(self, policy: Optional[Sequence[TaskPolicy]] = None) -> List[nn.Parameter]:
         """Backbone parameters common to >= 2 tasks: with hard `policy` (one per task) the shared convs that
@@ -184,9 +184,9 @@ class AutoMTLNet(nn.Module):
                 modules.append(node.shared)
         if policy is None:
             modules += [bn.shared for bn in self.bn_nodes()]
-        return _unique_parameters(modules) + list(self._unconverted_parameters())
+        return _unique_parameters(modules) + list(self.unconverted_parameters())
 
-    def _unconverted_parameters(self):
+    def unconverted_parameters(self) -> Iterator[nn.Parameter]:
         """Backbone parameters outside every ConvNode / TaskBatchNorm (e.g. a shared nn.Linear)."""
         converted = {id(p) for m in self.conv_nodes() + self.bn_nodes() for p in m.parameters()}
         return (p for p in self.backbone.parameters() if id(p) not in converted)
