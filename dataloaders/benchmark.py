@@ -68,9 +68,3 @@ def benchmark_layout(layout: str, dataroot: str, crop: tuple[int, int], batch_si
     in_process = images_per_second_dataset(dataset, iters)
     with_loader = images_per_second_loader(dataset, batch_size, num_workers, iters)
     return {'layout': layout, 'crop': crop, 'dataset_img_s': in_process, 'loader_img_s': with_loader}
-
-
-if __name__ == '__main__':
-    from tools.benchmark_data import main
-    from utils.cli import deprecated_command
-    deprecated_command('dataloaders.benchmark', 'benchmark_data', main)

@@ -5,7 +5,7 @@ One env serves every phase (docs/original.md §3.6, §5, §6, §7):
   'weights' - Gumbel-Softmax gates per task, SGD on the weights (train1);
   'policy'  - Gumbel-Softmax gates, Adam on the logits, task losses + regularisers (train2);
   'retrain' - fixed 0/1 policies, Adam on the weights.
-The `speed:` options (utils/speed.py) act in `run_network` (autocast, memory format, compiled module)
+The `speed:` options (engine/speed.py) act in `run_network` (autocast, memory format, compiled module)
 and in `optimize` (the fp16 GradScaler); with their defaults the float32 numerics are the original's.
 The `weighting:` method (envs/weighting, docs/weighting.md) turns the task losses of every phase but
 'policy' into gradients; the default `equal` is the original's Σ λ_t·L_t.
@@ -21,13 +21,13 @@ import torch
 from envs import losses as L
 from envs.base_env import BaseEnv
 from envs.weighting import WeightingContext, build_weighting, combined_backward, lambda_sum
-from utils import checkpoint as ckpt
+from engine import checkpoint as ckpt
 from models import build_network
 from models import policy as P
-from utils.device import DistContext, all_reduce_mean_
-from utils.pretrained import load_backbone_weights
-from utils.speed import SpeedOptions, apply_speed_options
-from utils.metrics import MetricProtocol, MultiTaskMetrics
+from engine.device import DistContext, all_reduce_mean_
+from engine.pretrained import load_backbone_weights
+from engine.speed import SpeedOptions, apply_speed_options
+from evaluation.metrics import MetricProtocol, MultiTaskMetrics
 
 PHASES = ('warmup', 'weights', 'policy', 'retrain')
 
@@ -72,7 +72,7 @@ class AdaShareEnv(BaseEnv):
             # Before BaseEnv: DDP broadcasts rank 0's weights, and the optimisers see the loaded values.
             load_backbone_weights(network, opt['backbone'], opt['backbone_weights'])
         super().__init__(network, opt['paths']['checkpoint_dir'], opt['exp_name'], device, dist, is_train)
-        # Speed options (utils/speed.py): `train_network` is the network or its compiled wrapper (same
+        # Speed options (engine/speed.py): `train_network` is the network or its compiled wrapper (same
         # parameters); checkpoints always use `self.network`. The scaler is a pass-through unless fp16.
         self.speed = SpeedOptions.from_config(opt)
         self.train_network = apply_speed_options(self.network, self.speed, device)

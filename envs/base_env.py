@@ -10,8 +10,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from utils import checkpoint as ckpt
-from utils.device import DistContext, all_reduce_mean_
+from engine import checkpoint as ckpt
+from engine.device import DistContext, all_reduce_mean_
 
 
 class BaseEnv:

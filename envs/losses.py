@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from utils.metrics import DEPTH_MIN, GT_KEYS, PAD_VALUE, check_dataset, seg_ignore_index
+from evaluation.metrics import DEPTH_MIN, GT_KEYS, PAD_VALUE, check_dataset, seg_ignore_index
 
 # The original's nn.CosineSimilarity() default.
 COSINE_EPS = 1e-8

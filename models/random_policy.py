@@ -6,7 +6,7 @@
   random among each task's blocks.
 
 Policies are lists of int64 `[P, 2]` 0/1 tensors, one per task, column 0 = execute, column 1 = skip:
-the format `utils.checkpoint.save_policy` writes and `re-train.py` reads. Randomness comes only from
+the format `engine.checkpoint.save_policy` writes and `re-train.py` reads. Randomness comes only from
 the numpy Generator passed in (or `np.random.default_rng(seed)`), never from a global RNG.
 """
 from __future__ import annotations

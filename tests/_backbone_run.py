@@ -16,8 +16,8 @@ import yaml
 
 from envs import AdaShareEnv
 from models import policy as P
-from utils.config import load_config
-from utils.seeding import fix_random_seed
+from config import load_config
+from engine.seeding import fix_random_seed
 
 from test_parity import tensor_sha256
 

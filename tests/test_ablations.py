@@ -15,8 +15,8 @@ from envs import losses as L
 from models.policy import sample_policy_numpy
 from models.random_policy import KINDS, random1_policies, random2_policies, random_policies, skip_counts
 from tools import random_policies as tool
-from utils import checkpoint as C
-from utils.config import load_config
+from engine import checkpoint as C
+from config import load_config
 
 from _pipeline import load_script
 

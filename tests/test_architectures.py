@@ -12,7 +12,7 @@ import yaml
 from _pipeline import ROOT, load_script, make_nyu, tiny_yaml
 from envs import AdaShareEnv
 from models.baselines import ARCHITECTURES as BASELINE_REGISTRY
-from utils.config import ARCHITECTURES, ConfigError, load_config
+from config import ARCHITECTURES, ConfigError, load_config
 
 BASELINES = ('single_task', 'multi_task', 'cross_stitch', 'sluice', 'nddr', 'mtan')
 SETTINGS = {  # baseline folder -> the AdaShare config it is derived from

@@ -13,11 +13,11 @@ from envs import AdaShareEnv
 from models import build_model, build_network
 from models.backbones import build_backbone, find_family, num_gated_blocks
 from models.backbones.mobilenet_v2 import InvertedResidual
-from utils.config import ConfigError, load_config
-from utils.export import export_compact, load_compact
-from utils.flops import policy_cost
-from utils.pretrained import PretrainedWeightsError, load_backbone_weights
-from utils.tables import load_spec
+from config import ConfigError, load_config
+from deploy.export import export_compact, load_compact
+from deploy.flops import policy_cost
+from engine.pretrained import PretrainedWeightsError, load_backbone_weights
+from reporting.tables import load_spec
 
 # One of each family, CPU-sized: WRN-16-1 has blocks with and without a projection.
 BACKBONES = ["ResNet10", "WRN-16-1", "MobileNetV2-0.5", "tv:resnet18"]
@@ -218,7 +218,7 @@ def test_shipped_backbone_yamls_are_the_synthetic_setting_with_named_keys_switch
 @pytest.mark.parametrize("name", ["WRN-16-1", "MobileNetV2-0.5", "tv:resnet18"])
 def test_speed_options_on_other_backbones(tmp_path, monkeypatch, name):
     """bf16 autocast, channels_last and torch.compile (dynamo capture, eager backend) through every phase."""
-    from utils import speed
+    from engine import speed
     monkeypatch.setattr(speed, "COMPILE_KWARGS", {"backend": "eager"})
     opt = tiny_config(tmp_path, name, speed={"amp": "bf16", "channels_last": True, "compile": True})
     L = num_gated_blocks(name)
@@ -237,7 +237,7 @@ def test_speed_options_on_other_backbones(tmp_path, monkeypatch, name):
 
 def _ddp_backbone_worker(rank: int, port: int, out_dir: str, opt: dict) -> None:
     """One rank: its own initial weights and batches; warm-up, Gumbel weight steps and a policy step."""
-    from utils import device as dev
+    from engine import device as dev
     torch.set_num_threads(1)
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils import checkpoint as ckpt
-from utils.logging import RunLogger
-from utils.seeding import fix_random_seed, get_rng_state, set_rng_state
+from engine import checkpoint as ckpt
+from engine.logging import RunLogger
+from engine.seeding import fix_random_seed, get_rng_state, set_rng_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,7 +89,7 @@ def test_crash_mid_write_leaves_previous_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, torch
         sys.path.insert(0, {ROOT!r})
-        from utils import checkpoint as ckpt
+        from engine import checkpoint as ckpt
         def dying_save(obj, f, *a, **k):
             f.write(b"x" * 4096); f.flush()
             os._exit(3)

@@ -1,4 +1,4 @@
-"""utils/config.py: the shipped yamls, every validation rule (exact messages), defaults, paths, docs."""
+"""config/: the shipped yamls, every validation rule (exact messages), defaults, paths, docs."""
 import copy
 import glob
 import os
@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from tools.config import main as config_main
-from utils import config as C
-from utils.config import ConfigError, check_exp_ids, format_options, load_config, schema_markdown
+import config as C
+import config.load as config_load
+from config import ConfigError, check_exp_ids, format_options, load_config, schema_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = ['nyu_v2_2task', 'nyu_v2_3task', 'cityscapes_2task', 'taskonomy_5task']
@@ -140,7 +141,7 @@ def test_paper_yamls_keep_every_original_key():
         raw = _raw(_yml('adashare', name))
         for key in ('init_neg_logits', 'train.decay_temp_freq', 'test.which_iter', 'train.policy_lr',
                     'train.which_iter', 'train.retrain_resume', 'retrain_from_pl', 'train.hard_sampling'):
-            assert C._lookup(raw, key) is not C._MISSING, (name, key)
+            assert config_load._lookup(raw, key) is not config_load._MISSING, (name, key)
     assert _raw(_yml('adashare', 'cityscapes_2task'))['dataload']['small_res'] is False
 
 

@@ -1,12 +1,12 @@
-"""What the scripts print (utils/console.py): the metrics line, progress without a terminal, closing summaries."""
+"""What the scripts print (engine/console.py): the metrics line, progress without a terminal, closing summaries."""
 import io
 import os
 
 import torch
 
-from utils import checkpoint as C
-from utils import training as T
-from utils.console import Progress, closing_summary, files_written, format_bytes, format_duration, format_metrics
+from engine import checkpoint as C
+from engine import resume as T
+from engine.console import Progress, closing_summary, files_written, format_bytes, format_duration, format_metrics
 
 
 def test_one_metrics_line_with_four_decimals():
@@ -81,7 +81,7 @@ def test_policy_table_and_warning_name_a_task_that_executes_no_block():
     table = C.format_policy_table(policies, ['seg', 'sn'])
     assert 'sn       .  .  .  .   0/4' in table
     assert table.splitlines()[-1].startswith('warning: sn executes none of the 4 gated blocks')
-    assert 'another seed' in table and 'README: A task that executes no block' in table
+    assert 'another seed' in table and 'docs/getting_started.md: A task that executes no block' in table
     assert 'warning' not in C.format_policy_table(policies[:1], ['seg'])
     probs = C.format_policy_table(None, ['seg', 'sn'], probabilities=[torch.tensor([0.6, 0.4]),
                                                                       torch.tensor([0.3, 0.2])])

@@ -30,7 +30,7 @@ def test_quick_cpu_table_trains_tests_and_renders_every_row(tmp_path, data_96x12
     assert len(methods) == 12
     # Every row has its test JSON, with the architecture its config names.
     spec = yaml.safe_load((out / 'synthetic_table3.yml').read_text())
-    from utils.config import load_config
+    from config import load_config
     for row in spec['rows']:
         opt = load_config(row['config'], 'test')
         path = os.path.join(opt['paths']['result_dir'], opt['exp_name'], 'test_metrics_exp000.json')

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from envs import AdaShareEnv
-from utils.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint
 
 H, W = 40, 48
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from models import build_model, count_parameters
-from utils import checkpoint as C
+from engine import checkpoint as C
 from tools.export import main
-from utils.export import CompactFileError, CompactMultiTaskNet, export_compact, load_compact
-from utils.flops import count_conv_flops, padded_gates, policy_cost
+from deploy.export import CompactFileError, CompactMultiTaskNet, export_compact, load_compact
+from deploy.flops import count_conv_flops, padded_gates, policy_cost
 
 H, W = 33, 41
 CLASSES = [5, 3, 1]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from models import build_model, count_parameters
-from utils.flops import (Branch, conv_cost, count_conv_flops, execution_tree, format_execution_tree,
+from deploy.flops import (Branch, conv_cost, count_conv_flops, execution_tree, format_execution_tree,
                          format_policy_cost, padded_gates, policy_cost, policy_decisions)
 
 H, W = 33, 41  # -> stem 17x21, maxpool 9x11, segments 1-3 at 5x6

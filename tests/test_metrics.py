@@ -1,4 +1,4 @@
-"""utils/metrics.py against hand-computed examples (expected numbers are written out or plain numpy)."""
+"""evaluation/metrics.py against hand-computed examples (expected numbers are written out or plain numpy)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
-from utils.metrics import (DepthMetric, L1Metric, MetricProtocol, MultiTaskMetrics, NormalMetric, SegMetric,
+from evaluation.metrics import (DepthMetric, L1Metric, MetricProtocol, MultiTaskMetrics, NormalMetric, SegMetric,
                            lower_is_better, paper_metrics, reference_metrics, score, seg_ignore_index)
 
 ORIGINAL = MetricProtocol.original()

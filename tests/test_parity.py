@@ -27,8 +27,8 @@ import yaml
 
 from envs import AdaShareEnv
 from models import policy as P
-from utils.config import load_config
-from utils.seeding import fix_random_seed
+from config import load_config
+from engine.seeding import fix_random_seed
 
 GOLDEN_PATH = Path(__file__).parent / 'data' / 'original_steps.pt'
 GOLDEN_TORCH = '2.14.1'

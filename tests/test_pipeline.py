@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from _pipeline import ROOT, load_script, make_nyu, tiny_yaml
-from utils.checkpoint import load_checkpoint, load_policy
+from engine.checkpoint import load_checkpoint, load_policy
 
 
 @pytest.fixture(scope='module')

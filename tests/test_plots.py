@@ -1,4 +1,4 @@
-"""Figures of utils.plots and tools/plots.py: valid PNGs, the correlation matrix, loss.txt parsing, run figures, TensorBoard (CPU)."""
+"""Figures of reporting.plots and tools/plots.py: valid PNGs, the correlation matrix, loss.txt parsing, run figures, TensorBoard (CPU)."""
 import glob
 import json
 import shutil
@@ -14,9 +14,9 @@ import torch
 import models
 from _pipeline import tiny_yaml
 from tools.plots import main as plots_main
-from utils import plots
-from utils.checkpoint import save_checkpoint, save_policy
-from utils.logging import RunLogger
+from reporting import plots
+from engine.checkpoint import save_checkpoint, save_policy
+from engine.logging import RunLogger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -308,8 +308,8 @@ def test_cli_writes_the_figures(tmp_path, policy_checkpoint, capsys):
 def test_import_and_draw_without_a_display(tmp_path):
     code = textwrap.dedent(f"""
         import sys
-        import utils.plots as plots
-        assert 'matplotlib' not in sys.modules, 'importing utils.plots must not import matplotlib'
+        import reporting.plots as plots
+        assert 'matplotlib' not in sys.modules, 'importing reporting.plots must not import matplotlib'
         plots.plot_policy([[0.2, 0.9]], ['seg'], {str(tmp_path / 'p.png')!r})
         assert 'matplotlib.pyplot' not in sys.modules, 'figures are drawn without pyplot'
     """)

@@ -10,7 +10,7 @@ import yaml
 
 from _pipeline import ROOT, load_script
 from models import policy as P
-from utils.checkpoint import CheckpointMismatchError, PolicyFileError
+from engine.checkpoint import CheckpointMismatchError, PolicyFileError
 
 BLOCKS_R34 = [(0, b) for b in range(3)] + [(1, b) for b in range(4)] + [(2, b) for b in range(6)] + \
     [(3, b) for b in range(3)]

@@ -10,7 +10,7 @@ import torch
 import envs.losses
 from _pipeline import ROOT, load_script, make_nyu, tiny_yaml
 from envs.adashare_env import NonFiniteLossError
-from utils.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint
 
 # warm-up 1..6 (latest at 3, 6); alternation from 7: weights 7-9 (latest at 9), policy 10-11,
 # weights 12-14 (latest at 14), policy 15-16, ... weights 27-29 (latest, and best: 29 - 7 >= 4*1*5), policy 30

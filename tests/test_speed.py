@@ -5,10 +5,10 @@ import torch
 
 from envs import AdaShareEnv
 from test_env import nyu_batch, tiny_opt
-from utils import speed
-from utils.checkpoint import load_checkpoint
-from utils.config import load_config
-from utils.training import make_loader
+from engine import speed
+from engine.checkpoint import load_checkpoint
+from config import load_config
+from engine.data import make_loader
 
 CPU = torch.device('cpu')
 OPTIONS = {
@@ -210,7 +210,7 @@ def test_config_defaults_and_loader_options(tmp_path):
 def test_benchmark_prints_its_tables(tmp_path, capsys):
     from dataloaders.synthetic import generate_dataset
     from tools import benchmark_speed as tool
-    from utils import benchmark_speed as B
+    from deploy import benchmark_speed as B
     generate_dataset('nyu_v2', str(tmp_path / 'nyu'), num_train=2, num_test=1, height=40, width=48, progress=False)
     tool.main(['--config', 'yamls/synthetic/nyu_v2_3task.yml', '--gpus', '-1', '--batch-size', '1', '--crop', '32',
             '--options', 'fp32', 'bf16+channels_last', '--iters', '1', '--warmup', '0', '--num-workers', '0',

@@ -1,4 +1,4 @@
-"""utils/summary.py: per-run values, mean ± sample std, best run, AutoMTL Δ_t, policies, errors, CLI."""
+"""evaluation/summary.py: per-run values, mean ± sample std, best run, AutoMTL Δ_t, policies, errors, CLI."""
 import json
 import math
 import os
@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
-from utils import summary as S
+from evaluation import summary as S
 from tools.summary import main
-from utils.summary import ResultsNotFoundError, SummaryError, format_summary, summarize
+from evaluation.summary import ResultsNotFoundError, SummaryError, format_summary, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXP = 'NYU_v2_3Task_pretrain'

@@ -1,4 +1,4 @@
-"""utils/tables.py and tools/tables.py: paper tables from fixture result files, against golden files.
+"""reporting/tables.py and tools/tables.py: paper tables from fixture result files, against golden files.
 
 The fixture (tests/data/tables/): NYU v2 2-task configs whose results live in tests/data/tables/results;
 Single-Task and Multi-Task with 2 seeds, AdaShare with exp_ids [0, 1, 2] of which 2 is missing and 1 is
@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from tools.tables import main
-from utils import tables as T
-from utils.metrics import paper_metrics
-from utils.summary import multitask_delta
+from reporting import tables as T
+from evaluation.metrics import paper_metrics
+from evaluation.summary import multitask_delta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, 'tests', 'data', 'tables')

@@ -21,7 +21,7 @@ from envs.weighting.gradients import _flat_gradient
 from envs.weighting.nash_mtl import nash_weights
 from models import build_network
 from test_env import nyu_batch, tiny_opt
-from utils import config as C
+import config as C
 
 CPU = torch.device('cpu')
 
@@ -281,7 +281,7 @@ def test_amp_scaled_gradients_and_skipped_steps():
 
 
 def _ddp_worker(rank, port, out_dir, name):
-    from utils import device as dev
+    from engine import device as dev
     torch.set_num_threads(1)
     os.environ.update({'RANK': str(rank), 'WORLD_SIZE': '2', 'LOCAL_RANK': str(rank), 'LOCAL_WORLD_SIZE': '2',
                        'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port)})
@@ -517,7 +517,7 @@ def test_policy_learning_retraining_and_test_with_a_gradient_method(tmp_path, ny
     with open(tmp_path / 'result_dir' / opt['exp_name'] / 'test_metrics_exp000.json') as f:
         result = json.load(f)
     assert result['architecture'] == architecture or architecture == 'adashare'
-    from utils.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint
     latest = load_checkpoint(str(tmp_path / 'checkpoint_dir' / opt['exp_name'] / 'retrain000_policyIterlatest_latest_model.pth.tar'))
     assert latest['weighting']['name'] == name
 

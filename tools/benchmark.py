@@ -2,7 +2,7 @@
 
     python tools/benchmark.py --config yamls/adashare/nyu_v2_3task.yml --gpus -1 --batch-size 2 --iters 3
 
-Prints warm-up, weight, policy and retrain s/iter and the peak memory. Library: utils/benchmark.py.
+Prints warm-up, weight, policy and retrain s/iter and the peak memory. Library: deploy/benchmark.py.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from envs import AdaShareEnv  # noqa: E402
-from utils.benchmark import random_batch, time_phase  # noqa: E402
-from utils.config import load_config  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
+from deploy.benchmark import random_batch, time_phase  # noqa: E402
+from config import load_config  # noqa: E402
+from engine.device import resolve_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,5 +67,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

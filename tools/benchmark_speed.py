@@ -4,7 +4,7 @@
     python tools/benchmark_speed.py --gpus -1 --batch-size 1 --crop 161      # CPU, reduced
     python tools/benchmark_speed.py --options fp32 bf16 bf16+channels_last+compile
 
-What each table means: utils/benchmark_speed.py (the library).
+What each table means: deploy/benchmark_speed.py (the library).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from utils import checkpoint as C  # noqa: E402
-from utils.benchmark_speed import OPTION_TOKENS, report, run_benchmark  # noqa: E402
+from engine import checkpoint as C  # noqa: E402
+from deploy.benchmark_speed import OPTION_TOKENS, report, run_benchmark  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,5 +68,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

@@ -81,7 +81,7 @@ def _resolve(path: str) -> str:
 def quick_total_iters(raw: dict) -> int:
     """QUICK_TRAIN's total_iters, or enough alternation epochs past the "best" threshold for backbones with
     more gated blocks (train_policy.py saves a best only after blocks x curriculum_speed epochs)."""
-    from utils.training import best_threshold_blocks
+    from engine.validation import best_threshold_blocks
     epoch = QUICK_TRAIN['weight_iter_alternate'] + QUICK_TRAIN['alpha_iter_alternate']
     needed = QUICK_TRAIN['warm_up_iters'] + (best_threshold_blocks(raw) * int(raw.get('curriculum_speed', 1)) + 1) * epoch
     return max(QUICK_TRAIN['total_iters'], needed)
@@ -126,7 +126,7 @@ def effective_spec(spec: dict, spec_path: str, out: str, seeds: int) -> str:
 
 
 def _checkpoint(opt: dict, label: str) -> str:
-    from utils import checkpoint as C
+    from engine import checkpoint as C
     return C.checkpoint_path(opt['paths']['checkpoint_dir'], opt['exp_name'], label)
 
 
@@ -136,10 +136,10 @@ def _newer(path: str, than: str) -> bool:
 
 def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: bool) -> list[Step]:
     """Every command of the table, in order, with what each waits for."""
-    from utils import checkpoint as C
-    from utils import training as T
-    from utils.config import load_config
-    from utils.summary import result_path
+    from engine import checkpoint as C
+    from engine import resume as T
+    from config import load_config
+    from evaluation.summary import result_path
     exp_ids = [str(e) for e in range(seeds)]
     rows = [(row['method'], _resolve(row['config']), load_config(_resolve(row['config']), 'test'))
             for row in spec['rows']]
@@ -279,7 +279,7 @@ def _clock(seconds: float) -> str:
 
 def ensure_data(spec: dict) -> None:
     """Generate the synthetic data of the first row's config if it is missing (as tools/demo.py does)."""
-    from utils.config import load_config
+    from config import load_config
     from tools.demo import ensure_data as demo_ensure_data
     opt = load_config(_resolve(spec['rows'][0]['config']), 'test')
     if os.path.basename(os.path.dirname(opt['dataload']['dataroot'])) != 'synthetic':
@@ -332,5 +332,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

@@ -47,9 +47,9 @@ def make_figures(opt: dict, exp_ids: list[int], figure_dir: str) -> list[str]:
     from tensorboardX import SummaryWriter
 
     from envs import AdaShareEnv
-    from utils import checkpoint as C
-    from utils import plots
-    from utils import training as T
+    from engine import checkpoint as C
+    from reporting import plots
+    from engine import data as T
 
     ckpt_dir = os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'])
     log_dir = os.path.join(opt['paths']['log_dir'], opt['exp_name'])
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--exp_ids', type=int, nargs='+', default=[0, 1])
     args = parser.parse_args(argv)
 
-    from utils.config import load_config
+    from config import load_config
     opt = load_config(os.path.join(REPO_ROOT, args.config) if not os.path.isabs(args.config) else args.config,
                       're-train')
     ensure_data(opt)
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_report(opt: dict, exp_ids: list[int], figures: list[str]) -> None:
-    from utils import checkpoint as C
-    from utils import plots
+    from engine import checkpoint as C
+    from reporting import plots
 
     ckpt_dir = os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'])
     policy_iter = str(opt['train']['policy_iter'])
@@ -135,5 +135,5 @@ def _print_report(opt: dict, exp_ids: list[int], figures: list[str]) -> None:
 
 
 if __name__ == '__main__':
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

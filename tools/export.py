@@ -2,7 +2,7 @@
 
     python tools/export.py --config yamls/adashare/nyu_v2_3task_test.yml --exp_ids 0 [--out FILE] [--gpus -1]
 
-Library: utils/export.py (CompactMultiTaskNet, export_compact, load_compact).
+Library: deploy/export.py (CompactMultiTaskNet, export_compact, load_compact).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 # Runnable as a file from any folder, as the training scripts are.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.export import export_experiment  # noqa: E402
+from deploy.export import export_experiment  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -32,8 +32,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from utils.config import check_exp_ids, load_config  # local: keeps `import utils.export` light
-    from utils.device import resolve_device
+    from config import check_exp_ids, load_config  # local: keeps `import deploy.export` light
+    from engine.device import resolve_device
     args = parse_args(argv)
     opt = load_config(args.config, "test")
     exp_ids = check_exp_ids(opt, args.exp_ids, args.config)
@@ -51,5 +51,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

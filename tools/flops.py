@@ -17,10 +17,10 @@ from typing import Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import build_network  # noqa: E402
-from utils import checkpoint as C  # noqa: E402
-from utils.config import check_exp_ids, load_config  # noqa: E402
-from utils.export import eval_size  # noqa: E402
-from utils.flops import model_size  # noqa: E402
+from engine import checkpoint as C  # noqa: E402
+from config import check_exp_ids, load_config  # noqa: E402
+from deploy.export import eval_size  # noqa: E402
+from deploy.flops import model_size  # noqa: E402
 
 
 def config_size(config: str, exp_id: int | None = None, input_hw: Sequence[int] | None = None) -> dict:
@@ -63,5 +63,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

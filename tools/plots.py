@@ -6,7 +6,7 @@
 With --config, the checkpoint (`<label>_model.pth.tar`, default train.policy_iter), the tasks, the run's loss.txt
 and the output folder (`<result_dir>/<exp_name>/figures`) come from the config; --exp_ids adds the sampled
 architecture of those seeds. With --checkpoint, the tasks come from the run record beside it (or --tasks).
-Library: utils/plots.py.
+Library: reporting/plots.py.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Sequence
 # Runnable as a file from any folder, as the training scripts are.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.checkpoint import load_policy, policy_path  # noqa: E402
-from utils.plots import checkpoint_tasks, run_figure_inputs, write_run_figures  # noqa: E402
+from engine.checkpoint import load_policy, policy_path  # noqa: E402
+from reporting.plots import checkpoint_tasks, run_figure_inputs, write_run_figures  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def figure_inputs(args: argparse.Namespace) -> dict:
     """Checkpoint, tasks, loss.txt, output folder and policy pickles from the flags (and the config)."""
     pickles = list(args.policy)
     if args.config:
-        from utils.config import check_exp_ids, load_config
+        from config import check_exp_ids, load_config
         opt = load_config(args.config, 'test')
         inputs = run_figure_inputs(opt, args.label)
         exp_ids = check_exp_ids(opt, args.exp_ids, args.config) if args.exp_ids else []

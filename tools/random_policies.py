@@ -31,9 +31,9 @@ import torch  # noqa: E402
 
 from models import policy as P  # noqa: E402
 from models.random_policy import KINDS, random_policies, skip_counts  # noqa: E402
-from utils import checkpoint as C  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.config import backbone_blocks, check_exp_ids, load_config, resolve_path  # noqa: E402
+from engine import checkpoint as C  # noqa: E402
+from engine.cli import run_main  # noqa: E402
+from config import backbone_blocks, check_exp_ids, load_config, resolve_path  # noqa: E402
 
 DEFAULT_RUNS = 8  # the paper retrains 8 policies per row and reports the best
 

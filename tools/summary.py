@@ -3,7 +3,7 @@
     python tools/summary.py --config yamls/adashare/nyu_v2_3task_test.yml [--exp_ids 0 1 2]
                             [--single-task single_task_metrics.json] [--json summary.json]
 
-Library: utils/summary.py (statistics, Δ_t, result-file discovery).
+Library: evaluation/summary.py (statistics, Δ_t, result-file discovery).
 """
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from typing import Sequence
 # Runnable as a file from any folder, as the training scripts are.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.summary import format_summary, summarize_experiment  # noqa: E402
+from evaluation.summary import format_summary, summarize_experiment  # noqa: E402
+from utils.commands import script_path  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python tools/summary.py', description=__doc__.splitlines()[0])
+    # The usage line names the script as it must be typed from here, not only from the repository root.
+    parser = argparse.ArgumentParser(prog=f'python {script_path("tools/summary.py")}',
+                                     description=__doc__.splitlines()[0])
     parser.add_argument('--config', required=True, help='the test yaml of the experiment (as for test.py)')
     parser.add_argument('--exp_ids', type=int, nargs='+', default=None,
                         help='runs to summarise (default: every test_metrics_exp*.json of the experiment)')
@@ -30,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary, title = summarize_experiment(args.config, args.exp_ids, args.single_task)
     print(format_summary(summary, title))
     if args.json_out:
-        from utils.checkpoint import atomic_write_json
+        from engine.checkpoint import atomic_write_json
         atomic_write_json(args.json_out, summary)
         print(f'wrote {args.json_out}')
     return 0
@@ -38,5 +41,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

@@ -3,7 +3,7 @@
     python tools/tables.py --spec yamls/tables/table3.yml [--spec ...] --out DIR
 
 Each spec (yamls/tables/*.yml) lists the rows (method, the yaml test.py was run with, optional exp_ids).
-Writes `<spec name>.md`, `.tex` and `.csv` into DIR and prints the Markdown. Library: utils/tables.py.
+Writes `<spec name>.md`, `.tex` and `.csv` into DIR and prints the Markdown. Library: reporting/tables.py.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Sequence
 # Runnable as a file from any folder, as the training scripts are.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.tables import render_markdown, write_table  # noqa: E402
+from reporting.tables import render_markdown, write_table  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,5 +31,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    from utils.cli import run_main
+    from engine.cli import run_main
     run_main(main)

@@ -20,8 +20,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from utils.config import Check
-from utils.device import all_reduce_mean_
+from utils.checks import Check
+from engine.device import all_reduce_mean_
 from utils.registry import registrar
 
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from utils.config import Integer, Nullable, Number
+from utils.checks import Integer, Nullable, Number
 
 from .base import Arg, Weighting, WeightingContext, rank_mean, register_weighting
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from utils.config import Number
+from utils.checks import Number
 
 from .base import Arg, Weighting, WeightingContext, rank_mean, register_weighting
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from utils.device import all_reduce_mean_
+from engine.device import all_reduce_mean_
 
 from .base import Weighting, rank_mean
 

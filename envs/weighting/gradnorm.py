@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from utils.config import Number
+from utils.checks import Number
 
 from .base import Arg, Weighting, WeightingContext, register_weighting
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from utils.config import Number
+from utils.checks import Number
 
 from .base import Arg, Weighting, register_weighting
 

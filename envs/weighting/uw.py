@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from utils.config import Nullable, Number
+from utils.checks import Nullable, Number
 
 from .base import Arg, Weighting, WeightingContext, register_weighting
 

@@ -6,15 +6,11 @@ No dataset is read: inputs are random tensors with the dataset's label conventio
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from envs import AdaShareEnv  # noqa: E402
+from envs import AdaShareEnv
 
 
 def random_batch(opt: dict, batch_size: int, height: int, width: int) -> dict:
@@ -53,9 +49,3 @@ def time_phase(env: AdaShareEnv, phase: str, iters: int, warmup: int = 1) -> flo
         env.optimize(phase)
     _sync(env.device)
     return (time.perf_counter() - start) / iters
-
-
-if __name__ == '__main__':
-    from tools.benchmark import main
-    from utils.cli import deprecated_command
-    deprecated_command('utils.benchmark', 'benchmark', main)

@@ -49,14 +49,8 @@ def run_main(main: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
-def deprecated_command(old: str, new: str, main: Callable[[], int | None]) -> None:
-    """Run a command that moved to tools/ under its old `python -m` name, for one release, saying where it went."""
-    print(f'note: `python -m {old}` is deprecated and goes in the next release; run `python tools/{new}.py` '
-          f'(or `python -m tools.{new}` from the repository root)', file=sys.stderr)
-    run_main(main)
-
-
-_OUR_PACKAGES = ('utils.', 'dataloaders.', 'envs.', 'models.', 'tools.')
+_OUR_PACKAGES = ('config.', 'dataloaders.', 'deploy.', 'engine.', 'envs.', 'evaluation.', 'models.', 'reporting.',
+                 'tools.', 'utils.')
 
 
 def _is_user_error(err: BaseException) -> bool:

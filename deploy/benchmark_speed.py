@@ -8,21 +8,20 @@
 Prints, in one run, for the config (default: the NYU v2 3-task ResNet-34 paper config) and a policy (a pickle,
 or a seeded random one):
   * inference s/image in eval mode, compute-everything (`skip_unselected=False`) vs ours (executed blocks
-    only, shared prefixes once), next to the FLOP ratio of utils.flops.policy_cost and the achieved fraction;
+    only, shared prefixes once), next to the FLOP ratio of deploy.flops.policy_cost and the achieved fraction;
   * training s/iter of each phase (warm-up, weights, policy, retrain, retrain with quirks.true_skip) for each
     speed option (`+` combines them: fp32, bf16, fp16, channels_last, cudnn_benchmark, compile);
   * peak memory (CUDA max_memory_allocated per phase; on CPU the process's max RSS so far);
   * achieved convolution TFLOP/s and, on a GPU, the model FLOP utilisation against --peak-tflops;
   * images/s of the data pipeline (make_loader with the config's workers), on --dataroot or on a small
     synthetic NYU v2 set generated into a temp dir.
-Training and inference inputs are random tensors with the dataset's conventions (utils.benchmark.random_batch).
+Training and inference inputs are random tensors with the dataset's conventions (deploy.benchmark.random_batch).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import gc
-import os
 import resource
 import sys
 import tempfile
@@ -31,15 +30,13 @@ from typing import Any, Callable
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from envs import AdaShareEnv  # noqa: E402
-from utils import checkpoint as C  # noqa: E402
-from utils.benchmark import random_batch  # noqa: E402
-from utils.config import load_config  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
-from utils.flops import policy_cost  # noqa: E402
-from utils.seeding import fix_random_seed  # noqa: E402
+from envs import AdaShareEnv
+from engine import checkpoint as C
+from deploy.benchmark import random_batch
+from config import load_config
+from engine.device import resolve_device
+from deploy.flops import policy_cost
+from engine.seeding import fix_random_seed
 
 PHASES = ('warm-up', 'weights', 'policy', 'retrain', 'retrain true-skip')
 OPTION_TOKENS = ('fp32', 'bf16', 'fp16', 'channels_last', 'cudnn_benchmark', 'compile')
@@ -190,7 +187,7 @@ def measure_data_pipeline(opt: dict, dataroot: str, batch_size: int, batches: in
                           device: torch.device) -> float:
     """Images/s of the train loader (make_loader: workers, pinning, prefetch of the config), copies to the
     device included; timed after the first batch, so worker start-up is excluded."""
-    from utils.training import build_split, make_loader
+    from engine.data import build_split, make_loader
     opt = copy.deepcopy(opt)
     opt['dataload']['dataroot'] = dataroot
     dataset = _Repeated(build_split(opt, 'train'), (batches + 1) * batch_size)
@@ -298,7 +295,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     if args.infer_size:
         infer_hw = tuple(args.infer_size)
     elif on_gpu:
-        from utils.export import eval_size
+        from deploy.export import eval_size
         infer_hw = eval_size(opt)
     else:
         infer_hw = (crop_h, crop_w)
@@ -371,9 +368,3 @@ def data_pipeline(opt: dict, args: argparse.Namespace, batch_size: int, crop: tu
         info['source'] = f'synthetic NYU v2, {args.gen_num} images 480x640'
         info['images_per_s'] = measure_data_pipeline(opt, tmp, batch_size, args.data_batches, device)
     return info
-
-
-if __name__ == '__main__':
-    from tools.benchmark_speed import main
-    from utils.cli import deprecated_command
-    deprecated_command('utils.benchmark_speed', 'benchmark_speed', main)

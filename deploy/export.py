@@ -32,8 +32,8 @@ from torch import nn
 from models import BACKBONES, DeeplabResNetBackbone, build_model, count_parameters
 from models.backbones import find_family
 from models.mtl_net import ASPP_RATES, MultiTaskNet
-from utils import checkpoint as C
-from utils.flops import (Branch, execution_tree, format_execution_tree, format_policy_cost, padded_gates,
+from engine import checkpoint as C
+from deploy.flops import (Branch, execution_tree, format_execution_tree, format_policy_cost, padded_gates,
                          policy_cost, policy_decisions)
 
 COMPACT_FORMAT = "adashare-compact"
@@ -309,9 +309,3 @@ def export_experiment(opt: Mapping[str, Any], exp_id: int, out: Optional[str], i
         if diff > 1e-5:
             raise RuntimeError(f"{path}: compact outputs differ from the full network by {diff:.2e} (> 1e-5)")
     return path
-
-
-if __name__ == "__main__":
-    from tools.export import main
-    from utils.cli import deprecated_command
-    deprecated_command("utils.export", "export", main)

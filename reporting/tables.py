@@ -3,9 +3,9 @@
 A table spec (yamls/tables/*.yml) lists the rows: a method label and the yaml test.py was run with.
 Each row is shown twice: the paper's protocol (the run with the best validation score among the seeds)
 and the mean ± std over the seeds. The columns are the paper's metrics of the dataset and tasks
-(utils.metrics.paper_metrics, in the paper's units), # Params, and Δ_t per task and Δ_T against the
-spec's reference row. The published numbers (utils/data/paper_tables.json) are printed next to ours.
-Statistics, Δ_t and result-file discovery are utils.summary's. Command line: tools/tables.py.
+(evaluation.metrics.paper_metrics, in the paper's units), # Params, and Δ_t per task and Δ_T against the
+spec's reference row. The published numbers (reporting/data/paper_tables.json) are printed next to ours.
+Statistics, Δ_t and result-file discovery are evaluation.summary's. Command line: tools/tables.py.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from utils import summary as S
-from utils.metrics import paper_metrics
+from evaluation import summary as S
+from evaluation.metrics import paper_metrics
 
 PAPER_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'paper_tables.json')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +66,7 @@ class Column:
 
 
 def table_columns(dataset: str, tasks: Sequence[str]) -> list[Column]:
-    """The paper's columns for this dataset and tasks (utils.metrics.paper_metrics, one definition)."""
+    """The paper's columns for this dataset and tasks (evaluation.metrics.paper_metrics, one definition)."""
     columns = []
     for task in tasks:
         for key, lower in paper_metrics(dataset, task):
@@ -170,7 +170,7 @@ def paper_table(number: int, path: str = PAPER_DATA) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------- rows
 @dataclass
 class Row:
-    """One method's runs: the loaded JSONs, their summary (utils.summary) and what is missing."""
+    """One method's runs: the loaded JSONs, their summary (evaluation.summary) and what is missing."""
     spec: RowSpec
     opt: dict | None = None
     results: dict[int, dict] = field(default_factory=dict)
@@ -192,7 +192,7 @@ class Row:
 
 def load_row(spec: RowSpec) -> Row:
     """Read a row's config and result files; what is absent is recorded, never an error."""
-    from utils.config import ConfigFileNotFoundError, load_config
+    from config import ConfigFileNotFoundError, load_config
     row = Row(spec)
     path = resolve(spec.config)
     try:
@@ -249,7 +249,7 @@ def check_setting(rows: Sequence[Row], paper: Mapping[str, Any] | None) -> tuple
 
 
 def summarize_row(row: Row, dataset: str, tasks: Sequence[str]) -> None:
-    """Fill `row.summary` with utils.summary's statistics and best run by validation score."""
+    """Fill `row.summary` with evaluation.summary's statistics and best run by validation score."""
     if not row.results:
         return
     row.summary = S.summarize(row.results, None, seeds=list(row.opt['seed']), reference=S.score_reference(row.opt),
@@ -516,12 +516,12 @@ def _kind(row: Row) -> str:
 
 
 def _policy_checkpoint(opt: Mapping[str, Any]) -> str:
-    from utils.checkpoint import checkpoint_path
+    from engine.checkpoint import checkpoint_path
     return checkpoint_path(opt['paths']['checkpoint_dir'], opt['exp_name'], str(opt['train']['policy_iter']))
 
 
 def _retrained(opt: Mapping[str, Any], exp_id: int) -> bool:
-    from utils.checkpoint import checkpoint_path, retrain_label
+    from engine.checkpoint import checkpoint_path, retrain_label
     label = retrain_label(exp_id, str(opt['train']['policy_iter']), 'best')
     return os.path.isfile(checkpoint_path(opt['paths']['checkpoint_dir'], opt['exp_name'], label))
 

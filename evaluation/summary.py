@@ -7,7 +7,7 @@ Reads the JSON files test.py writes (`<paths.result_dir>/<exp_name>/test_metrics
 every such file of the experiment) and prints, per task and metric, every run's value, the mean ± sample
 standard deviation (ddof=1) over the runs, the best run by the validation score, optionally the relative
 multi-task performance against single-task results (AutoMTL's Δ_t over the paper's metrics of the dataset,
-utils.metrics.paper_metrics), and each run's policy.
+evaluation.metrics.paper_metrics), and each run's policy.
 """
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
+from utils.commands import command
+
 RESULT_PATTERN = re.compile(r'test_metrics_exp(\d+)\.json')
 # Top-level keys of a test.py JSON that are not task metric tables (only task names hold metrics; these are
 # listed so that a reader knows what else a result file carries).
-NON_METRIC_KEYS = ('policy', 'val_score', 'architecture', 'model_size', 'run_complete', 'undefined_metrics')
+NON_METRIC_KEYS = ('policy', 'val_score', 'architecture', 'model_size', 'run_complete', 'undefined_metrics',
+                   'policy_from_unfinished_run')
 STD_KIND = 'sample standard deviation (ddof=1) over the runs; none for a single run'
 SCORE_FROM_JSON = 'val_score key of the test JSON'
 SCORE_COMPUTED = 'score(metrics, reference_metrics) computed from the config'
@@ -44,8 +47,8 @@ class ResultsNotFoundError(SummaryError, FileNotFoundError):
 
 # ----------------------------------------------------------------------------------------- metric helpers
 def lower_is_better(task: str, metric: str) -> bool:
-    """Direction of a metric (one definition, in utils.metrics)."""
-    from utils.metrics import lower_is_better as direction
+    """Direction of a metric (one definition, in evaluation.metrics)."""
+    from evaluation.metrics import lower_is_better as direction
     return direction(task, metric)
 
 
@@ -58,7 +61,7 @@ def metric_tables(result: Mapping[str, Any], where: str) -> dict[str, dict[str, 
     if not isinstance(result, Mapping):
         raise SummaryError(f'{where}: expected a JSON object {{task: {{metric: value}}, ...}}, '
                            f'got {type(result).__name__}')
-    from utils.metrics import TASKS
+    from evaluation.metrics import TASKS
     tables: dict[str, dict[str, float]] = {}
     for task, table in result.items():
         if task not in TASKS or not isinstance(table, Mapping):
@@ -103,7 +106,7 @@ def delta_metric_sets(tasks: Sequence[str], dataset: str | None = None,
         return {t: [(str(m), bool(lower)) for m, lower in metric_sets[t]] for t in tasks}
     if dataset is None:
         raise SummaryError('Δ_t needs the dataset (the paper\'s metrics of each task) or explicit metric_sets')
-    from utils.metrics import paper_metrics
+    from evaluation.metrics import paper_metrics
     try:
         return {t: paper_metrics(dataset, t) for t in tasks}
     except ValueError as err:
@@ -140,7 +143,7 @@ def multitask_delta(metrics: Mapping[str, Mapping[str, float]], single: Mapping[
                     where: tuple[str, str] = ('results', 'reference')) -> dict[str, float]:
     """`{task: Δ_t}` for every task in both, plus `'all'` (Δ_T, the mean over those tasks).
 
-    The metrics are the paper's for `dataset` (utils.metrics.paper_metrics), or `metric_sets` when given.
+    The metrics are the paper's for `dataset` (evaluation.metrics.paper_metrics), or `metric_sets` when given.
     Both sides may be whole test.py JSONs: only their task tables are read.
     """
     metrics, single = metric_tables(metrics, where[0]), metric_tables(single, where[1])
@@ -250,7 +253,7 @@ def _scores(results: Mapping[int, Mapping[str, Any]], tables: Mapping[int, dict]
                 raise SummaryError(f'{where[e]}: val_score = {value!r}: expected a number')
             values[e], source[e] = float(value), SCORE_FROM_JSON
         elif reference is not None:
-            from utils.metrics import score
+            from evaluation.metrics import score
             values[e], source[e] = float(score(tables[e], reference)), SCORE_COMPUTED
     ranked = [e for e in exp_ids if e in values and not math.isnan(values[e])]
     best = max(ranked, key=lambda e: values[e]) if ranked else None  # ties: the lowest exp_id
@@ -400,7 +403,8 @@ def result_path(result_dir: str, exp_name: str, exp_id: int) -> str:
 
 
 def _test_command(config: str, exp_id: int | str) -> str:
-    return f'python test.py --config {config} --gpus -1 --exp_ids {exp_id}'
+    """The test.py command of one exp_id, runnable from the current directory (not only from the root)."""
+    return command('test.py', '--config', config, '--gpus', -1, '--exp_ids', exp_id)
 
 
 def find_results(result_dir: str, exp_name: str, exp_ids: Sequence[int] | None, config: str) -> dict[int, str]:
@@ -434,7 +438,7 @@ def find_results(result_dir: str, exp_name: str, exp_ids: Sequence[int] | None, 
 
 def score_reference(opt: dict) -> dict | None:
     """The score's reference metrics for this config, or None when there is no table for it."""
-    from utils.training import reference_for
+    from evaluation.metrics import reference_for
     try:
         return reference_for(opt)
     except ValueError:
@@ -444,7 +448,7 @@ def score_reference(opt: dict) -> dict | None:
 def summarize_experiment(config: str, exp_ids: Sequence[int] | None = None,
                          single_task: str | None = None) -> tuple[dict[str, Any], str]:
     """Load the test results of one experiment (config as for test.py); returns (summary, title)."""
-    from utils.config import check_exp_ids, load_config
+    from config import check_exp_ids, load_config
     opt = load_config(config, 'test')
     if exp_ids:
         exp_ids = check_exp_ids(opt, list(exp_ids), config)
@@ -466,9 +470,3 @@ def summarize_experiment(config: str, exp_ids: Sequence[int] | None = None,
     if single_task is not None:
         summary['single_task_file'] = os.path.abspath(single_task)
     return summary, f'Experiment {exp_name} ({os.path.join(result_dir, exp_name)})'
-
-
-if __name__ == '__main__':
-    from tools.summary import main
-    from utils.cli import deprecated_command
-    deprecated_command('utils.summary', 'summary', main)

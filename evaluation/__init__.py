@@ -1,0 +1,1 @@
+"""Evaluation: the paper's metrics as streaming accumulators (metrics) and an experiment's summary (summary)."""
