@@ -196,7 +196,8 @@ SCHEMA: tuple[Key, ...] = (
     Key('head_channels', Integer(1), 'Extension: width of the hidden convs of every ASPP head branch '
         '(1024 in the original).', default=1024),
     Key('architecture', Choice(ARCHITECTURES), 'Extension: the network. adashare = the gated backbone '
-        'with learned policies; the paper baselines (same backbone, heads, losses, lambdas, optimiser and '
+        'with learned policies; automtl = the AutoMTL supermodel of the backbone (operator-level sharing search, '
+        'the automtl.* keys, docs/automtl.md); the paper baselines (same backbone, heads, losses, lambdas, optimiser and '
         'schedule, trained from scratch by re-train.py): single_task (one backbone per task), multi_task (one '
         'shared backbone = the all-execute policy), cross_stitch, sluice, nddr, mtan (docs/baselines.md; these '
         'four need a Deeplab-ResNet backbone).',

@@ -42,13 +42,13 @@ class AutoMTLLoop:
     def iteration(self) -> bool:
         env, state = self.env, self.env.state
         env.train()
+        if state.stage == 'pretrain' and step_kind(state.current_iter + 1, self.schedule) != 'pretrain':
+            if state.current_iter == self.schedule.warm_up_iters > 0:
+                env.save_label('pretrain')  # the pre-trained supermodel, at iteration pretrain_iters
+            env.start_policy_train()
         state.current_iter += 1
         it = state.current_iter
         kind = step_kind(it, self.schedule)
-        if kind != 'pretrain' and state.stage == 'pretrain':
-            if it == self.schedule.warm_up_iters + 1 and self.schedule.warm_up_iters > 0:
-                env.save_label('pretrain')
-            env.start_policy_train()
         self.bar.set_phase(kind if kind == 'pretrain' else f'{kind} (tau {env.current_temperature():.3f})')
         env.set_inputs(next(self.iters[LOADER[kind]]))
         losses = env.optimize(kind)

@@ -325,7 +325,7 @@ def test_policy_train_killed_resumes_exactly(tmp_path, nyu_root):
     cut_config, _ = tiny_automtl_yaml(cut_dir, nyu_root, **schedule)
     done = _run('train_policy.py', ref_config)
     assert done.returncode == 0, done.stderr[-3000:]
-    killed = _run('train_policy.py', cut_config, kill_at=10)  # mid policy-train (policy steps 10, 11)
+    killed = _run('train_policy.py', cut_config, kill_at=11)  # a policy step; the last save was at 10
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = _run('train_policy.py', cut_config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -340,3 +340,26 @@ def test_policy_train_killed_resumes_exactly(tmp_path, nyu_root):
             for key, tensor in values.items():
                 if torch.is_tensor(tensor):
                     assert torch.equal(tensor, b[name]['state'][index][key]), (name, index, key)
+
+
+@pytest.mark.slow
+def test_cpu_table_runs_an_automtl_row(tmp_path):
+    """tools/cpu_table.py --quick on a two-row spec (Multi-Task, AutoMTL): the AutoMTL row gets its policy
+    learning, retraining and test like AdaShare's, and a table line."""
+    from dataloaders.synthetic import generate_dataset
+    from tools import cpu_table
+    root = tmp_path / 'nyu96'
+    generate_dataset('nyu_v2', str(root), num_train=8, num_test=2, height=96, width=128, seed=5, progress=False)
+    spec = tmp_path / 'two_rows.yml'
+    spec.write_text(yaml.safe_dump({'title': 'two rows', 'paper_table': None, 'reference': 'Multi-Task', 'rows': [
+        {'method': 'Multi-Task', 'config': 'yamls/synthetic/baselines/nyu_v2_3task/multi_task.yml', 'exp_ids': [0]},
+        {'method': 'AutoMTL', 'config': 'yamls/synthetic/automtl/nyu_v2_3task.yml', 'exp_ids': [0]}]}))
+    out = tmp_path / 'table'
+    assert cpu_table.main(['--spec', str(spec), '--quick', '--seeds', '1', '--out', str(out), '--dataroot', str(root),
+                           '--jobs', '1']) == 0
+    logs = os.listdir(out / 'logs')
+    assert any('automtl' in name and 'policy' in name for name in logs), logs
+    text = (out / 'two_rows.md').read_text()
+    line = next(row for row in text.splitlines() if row.startswith('| AutoMTL |'))
+    cells = [c.strip() for c in line.split('|')[1:-1]]
+    assert cells[1] == 'exp0' and all(c != '–' for c in cells[2:6]), line  # # Params and metrics measured
