@@ -218,6 +218,21 @@ class AdaShareEnv(BaseEnv):
         from deploy.flops import model_size
         return model_size(network, input_hw, policies)
 
+    def benchmark_policy_steps(self) -> str:
+        """Put the env where policy steps run (deploy/method_benchmark.py); returns the phase name."""
+        self.start_alternation()
+        self.fix_w()
+        self.free_alpha()
+        return 'policy'
+
+    def benchmark_fixed_policy(self, seed: int) -> str:
+        """A random hard policy (each block executed with p = 0.5) for timing evaluation; returns the mode."""
+        generator = torch.Generator().manual_seed(seed)
+        rows = self.network.num_policy_rows
+        executes = [(torch.rand(rows, generator=generator) < 0.5).long() for _ in self.tasks]
+        self.set_fixed_policy([torch.stack([e, 1 - e], dim=1) for e in executes])
+        return 'eval_fixed'
+
     @property
     def has_policy(self) -> bool:
         """True for AdaShare's gated network; the paper baselines have no policy (fixed architectures)."""

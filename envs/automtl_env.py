@@ -228,6 +228,47 @@ class AutoMTLEnv(BaseEnv):
         from deploy.flops import automtl_model_size
         return automtl_model_size(network, input_hw, policies)
 
+    def benchmark_policy_steps(self) -> str:
+        """Put the env where policy steps run (deploy/method_benchmark.py); returns the phase name."""
+        self.start_policy_train()
+        return 'policy'
+
+    def benchmark_fixed_policy(self, seed: int) -> str:
+        """A hard policy sampled from uniform logits (each option p = 1/3) for timing evaluation."""
+        self.set_fixed_policy(A.sample_choices([torch.zeros_like(lg) for lg in self.policy_logits()], seed))
+        return 'eval_fixed'
+
+    @classmethod
+    def write_figures(cls, opt: dict, checkpoint_path: str, out: str, exp_ids: Sequence[int] = (),
+                      loss_txt: str | None = None) -> list[str]:
+        """tools/plots.py: the policy figure (three options per conv, one panel per task) of a checkpoint's
+        logits, one per sampled architecture of `exp_ids` (policy_rs<seed>.png) or without (policy.png), and
+        the training curves of loss.txt."""
+        from reporting.plots import checkpoint_option_probabilities, plot_automtl_policy, plot_training_curves
+        checkpoint = ckpt.load_checkpoint(checkpoint_path)
+        tasks = list(opt['tasks'])
+        probs = checkpoint_option_probabilities(checkpoint, len(tasks))
+        names = None
+        step = int(checkpoint.get('iter', 0))
+        title = f'{os.path.basename(checkpoint_path)} (iter {step}): softmax of the logits'
+        os.makedirs(out, exist_ok=True)
+        paths = []
+        policy_iter = str(opt['train']['policy_iter'])
+        for e in exp_ids or [None]:
+            choices, name = None, 'policy.png'
+            if e is not None:
+                seed = int(opt['seed'][e])
+                path = cls.policy_file_path(opt, policy_iter, seed)
+                choices = cls.read_policy_file(path, num_tasks=len(tasks))
+                with open(path, encoding='utf-8') as handle:
+                    names = json.load(handle).get('conv_names')
+                name = f'policy_rs{seed:04d}.png'
+            paths.append(plot_automtl_policy(probs, choices, tasks, names, os.path.join(out, name),
+                                             title=title + ('' if e is None else f', sampled seed {opt["seed"][e]}')))
+        if loss_txt is not None:
+            paths.append(plot_training_curves(loss_txt, os.path.join(out, 'training_curves.png')))
+        return paths
+
     # ---------------------------------------------------------------- properties
     @property
     def lambdas(self) -> list[float]:

@@ -313,6 +313,10 @@ def test_train_policy_retrain_test(tmp_path, nyu_root, capsys):
     from tools.flops import config_size
     size = config_size(config, 0)
     assert size['paper'] == result['model_size']['paper']
+    # tools/plots.py draws the three-option policy figure of the sampled architecture and the curves
+    from tools import plots
+    assert plots.main(['--config', config, '--exp_ids', '0', '--out', str(tmp_path / 'figures')]) == 0
+    assert sorted(os.listdir(tmp_path / 'figures')) == ['policy_rs0010.png', 'training_curves.png']
 
 
 @pytest.mark.slow
