@@ -367,3 +367,29 @@ def test_cpu_table_runs_an_automtl_row(tmp_path):
     line = next(row for row in text.splitlines() if row.startswith('| AutoMTL |'))
     cells = [c.strip() for c in line.split('|')[1:-1]]
     assert cells[1] == 'exp0' and all(c != '–' for c in cells[2:6]), line  # # Params and metrics measured
+
+
+def test_unconvertible_backbone_is_one_line_naming_the_operator(tmp_path, nyu_root, monkeypatch, capsys):
+    """A backbone the conversion cannot handle stops train_policy.py with one line naming the operator."""
+    import models.backbones
+    from torch import nn
+
+    class GroupNormBackbone(nn.Module):
+        out_channels = 4
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.norm = nn.GroupNorm(2, 4)
+
+        def forward(self, x):
+            return self.norm(self.conv(x))
+
+    monkeypatch.setattr(models.backbones, 'build_backbone', lambda name: GroupNormBackbone())
+    config, _ = tiny_automtl_yaml(tmp_path, nyu_root)
+    with pytest.raises(SystemExit) as info:
+        from engine.cli import run_main
+        run_main(lambda: load_script('train_policy.py').main(['--config', config, '--gpus', '-1']))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'norm' in err and 'GroupNorm' in err, err
