@@ -52,7 +52,8 @@ class AutoMTLLoop:
         self.bar.set_phase(kind if kind == 'pretrain' else f'{kind} (tau {env.current_temperature():.3f})')
         env.set_inputs(next(self.iters[LOADER[kind]]))
         losses = env.optimize(kind)
-        if it % self.schedule.print_freq == 0:
+        last_policy_step = kind == 'policy' and step_kind(it + 1, self.schedule) != 'policy'
+        if it % self.schedule.print_freq == 0 or last_policy_step:  # policy steps are logged once per cycle
             values = losses_to_float(losses)
             self.logger.log_losses(it, values, kind)
             self.logger.log_scalars('train', {'temperature': env.temperature}, it)

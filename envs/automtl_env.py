@@ -266,7 +266,9 @@ class AutoMTLEnv(BaseEnv):
             paths.append(plot_automtl_policy(probs, choices, tasks, names, os.path.join(out, name),
                                              title=title + ('' if e is None else f', sampled seed {opt["seed"][e]}')))
         if loss_txt is not None:
-            paths.append(plot_training_curves(loss_txt, os.path.join(out, 'training_curves.png')))
+            curves = os.path.join(out, 'training_curves.png')
+            plot_training_curves(loss_txt, curves)
+            paths.append(curves)
         return paths
 
     # ---------------------------------------------------------------- properties

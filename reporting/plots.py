@@ -743,7 +743,7 @@ def plot_automtl_policy(probabilities: Sequence[Any], choices: Sequence[Any] | N
     axes[-1].set_xlabel('searchable conv (policy row)' if not conv_names else
                         f'searchable conv (policy row; 0 = {conv_names[0]}, {num_convs - 1} = {conv_names[-1]})',
                         fontsize=8)
-    fig.legend(handles=[Patch(color=c, label=n) for c, n in zip(AUTOMTL_COLOURS, names)], loc='outside upper right',
+    fig.legend(handles=[Patch(color=c, label=n) for c, n in zip(AUTOMTL_COLOURS, names)], loc='outside lower center',
                ncols=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
