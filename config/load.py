@@ -272,6 +272,8 @@ def _rule_automtl(opt: Mapping[str, Any], script: str):
     if opt.get('weighting', 'equal') != 'equal':
         yield 'weighting', opt['weighting'], ('expected equal with architecture automtl (the fixed lambdas; the '
                                               'other weighting methods are not wired into AutoMTL yet)')
+    if opt.get('fix_BN'):
+        yield 'fix_BN', True, 'expected false with architecture automtl (every task has its own BNs; not wired yet)'
     speed = opt.get('speed') or {}
     for name in ('amp', 'compile', 'channels_last'):
         if speed.get(name):

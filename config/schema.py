@@ -145,8 +145,8 @@ def needs(scripts: Sequence[str], when: Condition | None = None) -> dict[str, Co
 
 
 ALL_CHOSEN = ('train.init_method', 'all_chosen')
-# AdaShare's policy-learning keys, which AutoMTL configs leave out (its own are in the `automtl:` section).
-ADASHARE_ONLY = ('automtl',)
+# Architectures that neither need nor read AdaShare's policy-learning keys (AutoMTL's are the `automtl:` section).
+NOT_FOR_AUTOMTL = ('automtl',)
 AUTOMTL = ('architecture', 'automtl')
 
 SCHEMA: tuple[Key, ...] = (
@@ -175,22 +175,22 @@ SCHEMA: tuple[Key, ...] = (
         '(instance-specific policies are not implemented)'}), 'task-specific: one policy per task (every '
         'shipped config).', required_by=needs(ALL)),
     Key('policy', Boolean(), 'After warm-up, True runs the backbone per task with Gumbel-Softmax gates and '
-        'validates sampled policies; False keeps the shared full network.', required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+        'validates sampled policies; False keeps the shared full network.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('init_neg_logits', Nullable(Number()), 'Skip-column logit of init_method all_chosen (e.g. -10).',
         default=None, required_by=needs(TRAIN_RETRAIN, when=ALL_CHOSEN)),
-    Key('is_sparse', Boolean(), 'Adds train.reg_w * sparsity loss to the policy loss.', required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+    Key('is_sparse', Boolean(), 'Adds train.reg_w * sparsity loss to the policy loss.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('is_sharing', Boolean(), 'Adds train.reg_w_hamming * sharing (Hamming) loss to the policy loss; also '
-        'forces the unweighted sparsity form.', required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+        'forces the unweighted sparsity form.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('skip_layer', Integer(0), 'The first skip_layer blocks are never gated; the policy has L - skip_layer '
-        'rows per task (must be < the backbone\'s block count L).', required_by=needs(ALL), not_for=ADASHARE_ONLY),
+        'rows per task (must be < the backbone\'s block count L).', required_by=needs(ALL), not_for=NOT_FOR_AUTOMTL),
     Key('is_curriculum', Boolean(), 'Gate only the last p_epoch // curriculum_speed + 1 blocks; False gates all.',
-        required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+        required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('curriculum_speed', Integer(1), 'Alternation epochs per extra unlocked block; also in the "best" '
-        'threshold (read even when is_curriculum is False).', required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+        'threshold (read even when is_curriculum is False).', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('fix_BN', Boolean(), 'Freeze the affine parameters of backbone BNs whose name contains "bn" (not the '
-        'downsample BNs); running statistics still update.', required_by=needs(TRAIN_RETRAIN)),
+        'downsample BNs); running statistics still update.', required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('diff_sparsity_weights', Boolean(), 'Hamming weights (i+1)/P instead of 1 (and the depth-weighted '
-        'sparsity when is_sharing is False).', required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+        'sparsity when is_sharing is False).', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('retrain_from_pl', Boolean(), 'True: retraining starts from the policy_iter policy-learning weights; '
         'False: from the fresh seeded initialisation.', required_by=needs(RETRAIN)),
     Key('head_channels', Integer(1), 'Extension: width of the hidden convs of every ASPP head branch '
@@ -283,13 +283,13 @@ SCHEMA: tuple[Key, ...] = (
     Key('train.total_iters', Integer(1), 'Length of the policy-learning loop (warm-up + weight + policy '
         'iterations); default of retrain_total_iters.', required_by=needs(TRAIN_RETRAIN)),
     Key('train.warm_up_iters', Integer(1), 'Iterations 1 .. warm_up_iters-1 are warm-up; must be < '
-        'total_iters.', required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+        'total_iters.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.retrain_total_iters', Integer(1), 'Length of the re-train loop.',
         default=Derived('train.total_iters')),
     Key('train.lr', Number(gt=0), 'LR of the task heads (Adam in warm-up/retrain, SGD in the alternation phase).',
         required_by=needs(TRAIN_RETRAIN)),
     Key('train.backbone_lr', Number(gt=0), 'LR of the backbone (same optimisers).',
-        required_by=needs(TRAIN_RETRAIN), not_for=ADASHARE_ONLY),
+        required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.policy_lr', Nullable(Number(gt=0)), 'Adam LR of the policy logits, honoured only with '
         'init_method all_chosen (otherwise 0.01, as hard-coded in the original).', default=None,
         required_by=needs(TRAIN_RETRAIN, when=ALL_CHOSEN)),
@@ -312,11 +312,11 @@ SCHEMA: tuple[Key, ...] = (
     Key('train.decay_temp_freq', Nullable(Integer(0)), 'Unused by the original and by this code (the '
         'temperature decays once per policy phase).', default=None, unused=True),
     Key('train.init_temp', Number(gt=0), 'Initial Gumbel-Softmax temperature tau0.',
-        required_by=needs(TRAIN_RETRAIN), not_for=ADASHARE_ONLY),
+        required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.decay_temp', Number(gt=0, le=1), 'tau <- tau * decay_temp after every policy phase.',
-        required_by=needs(TRAIN_RETRAIN), not_for=ADASHARE_ONLY),
+        required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.resume', Boolean(), 'Resume policy learning from the which_iter checkpoint (the logits are '
-        're-initialised, as in the original).', required_by=needs(TRAIN), not_for=ADASHARE_ONLY),
+        're-initialised, as in the original).', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.which_iter', Nullable(Text(example='warmup')), 'Checkpoint label to resume from.', default=None,
         required_by={'train_policy': ('train.resume', True), 're-train': ('train.retrain_resume', True)}),
     Key('train.retrain_resume', Boolean(), 'Resume retraining from the which_iter checkpoint and its policy '
@@ -324,9 +324,9 @@ SCHEMA: tuple[Key, ...] = (
     Key('train.policy_iter', Text(example='best or latest'), 'Label of the policy-learning checkpoint the policy '
         'is sampled from; part of the pickle and retrain checkpoint names.', required_by=needs(('re-train', 'test'))),
     Key('train.init_method', Choice(('equal', 'random', 'all_chosen')), 'Logit init: equal (0.5, 0.5), random '
-        '(1e-3 * N(0,1)), all_chosen (0, init_neg_logits).', required_by=needs(ALL), not_for=ADASHARE_ONLY),
+        '(1e-3 * N(0,1)), all_chosen (0, init_neg_logits).', required_by=needs(ALL), not_for=NOT_FOR_AUTOMTL),
     Key('train.hard_sampling', Boolean(), 'hard= of the training Gumbel-Softmax; True also samples discrete '
-        'policies by argmax.', required_by=needs(TRAIN_RETRAIN), not_for=ADASHARE_ONLY),
+        'policies by argmax.', required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.weight_iter_alternate', Nullable(Integer(1)), 'Weight iterations per alternation epoch; null = '
         'the length of the train1 loader.', default=None),
     Key('train.alpha_iter_alternate', Nullable(Integer(1)), 'Policy iterations per alternation epoch; null = '

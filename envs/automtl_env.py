@@ -49,14 +49,14 @@ class AutoMTLState:
 
 def automtl_options(opt: dict) -> dict:
     """The `automtl:` section with its defaults (config/schema.py fills them; this also serves tests' dicts)."""
-    section = dict(opt.get('automtl') or {})
     defaults = {'pretrain_iters': 10000, 'policy_iters': 100, 'weight_iters': 400, 'policy_lr': 0.01,
                 'weight_lr': None, 'reg_lambda': 0.0005, 'reg_scale': A.PAPER_SCALE, 'reg_noise': True,
                 'init_temp': A.policy.TAU0, 'temp_decay': A.policy.TAU_DECAY,
                 'temp_update_iters': A.policy.POLICY_UPDATE_ITERS, 'share_num': 0, 'step_per_task': False,
                 'policy_lr_reset_freq': None}
-    return {k: section.get(k, v) if section.get(k, v) is not None or k in ('weight_lr', 'policy_lr_reset_freq')
-            else v for k, v in defaults.items()}
+    nullable = ('weight_lr', 'policy_lr_reset_freq')
+    given = {k: v for k, v in (opt.get('automtl') or {}).items() if k in defaults and (v is not None or k in nullable)}
+    return {**defaults, **given}
 
 
 class AutoMTLEnv(BaseEnv):
