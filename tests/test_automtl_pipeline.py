@@ -347,23 +347,23 @@ def test_policy_train_killed_resumes_exactly(tmp_path, nyu_root):
 
 
 @pytest.mark.slow
-def test_cpu_table_runs_an_automtl_row(tmp_path):
-    """tools/cpu_table.py --quick on a two-row spec (Multi-Task, AutoMTL): the AutoMTL row gets its policy
-    learning, retraining and test like AdaShare's, and a table line."""
-    from dataloaders.synthetic import generate_dataset
+def test_cpu_table_runs_an_automtl_row(tmp_path, nyu_root):
+    """tools/cpu_table.py --quick on a spec with an AutoMTL row (the tiny config): the row gets its policy
+    learning, retraining and test like AdaShare's (the method's `learns_policy`), and a table line."""
     from tools import cpu_table
-    root = tmp_path / 'nyu96'
-    generate_dataset('nyu_v2', str(root), num_train=8, num_test=2, height=96, width=128, seed=5, progress=False)
-    spec = tmp_path / 'two_rows.yml'
-    spec.write_text(yaml.safe_dump({'title': 'two rows', 'paper_table': None, 'reference': 'Multi-Task', 'rows': [
-        {'method': 'Multi-Task', 'config': 'yamls/synthetic/baselines/nyu_v2_3task/multi_task.yml', 'exp_ids': [0]},
-        {'method': 'AutoMTL', 'config': 'yamls/synthetic/automtl/nyu_v2_3task.yml', 'exp_ids': [0]}]}))
+    config, _ = tiny_automtl_yaml(tmp_path, nyu_root)
+    spec = tmp_path / 'automtl_row.yml'
+    spec.write_text(yaml.safe_dump({'title': 'one row', 'paper_table': None, 'reference': None, 'rows': [
+        {'method': 'AutoMTL', 'config': config, 'exp_ids': [0]}]}))
     out = tmp_path / 'table'
-    assert cpu_table.main(['--spec', str(spec), '--quick', '--seeds', '1', '--out', str(out), '--dataroot', str(root),
-                           '--jobs', '1']) == 0
-    logs = os.listdir(out / 'logs')
-    assert any('automtl' in name and 'policy' in name for name in logs), logs
-    text = (out / 'two_rows.md').read_text()
+    assert cpu_table.main(['--spec', str(spec), '--quick', '--seeds', '1', '--out', str(out), '--dataroot',
+                           str(nyu_root), '--jobs', '1']) == 0
+    logs = sorted(os.listdir(out / 'logs'))
+    assert [name.split('_', 1)[1] for name in logs] == ['automtl__policy_learning.log', 'automtl__retrain_exp_0.log',
+                                                        'automtl__test_exp_0.log', 'tables.log'], logs
+    quick = yaml.safe_load(open(next((out / 'configs').glob('*tiny_automtl.yml'))))
+    assert quick['automtl'] == {**quick['automtl'], **cpu_table.QUICK_AUTOMTL} and 'warm_up_iters' not in quick['train']
+    text = (out / 'automtl_row.md').read_text()
     line = next(row for row in text.splitlines() if row.startswith('| AutoMTL |'))
     cells = [c.strip() for c in line.split('|')[1:-1]]
     assert cells[1] == 'exp0' and all(c != '–' for c in cells[2:6]), line  # # Params and metrics measured
