@@ -1,6 +1,8 @@
-"""Phase 2 of AdaShare: for each --exp_ids seed, sample an architecture and train it from scratch.
+"""Phase 2: for each --exp_ids seed, sample an architecture and train it from scratch (AdaShare, AutoMTL's
+post-train; the paper baselines train their fixed architecture).
 
     python re-train.py --config yamls/adashare/nyu_v2_3task.yml --gpus 0 --exp_ids 0 1 2 3 4 5 6 7
+    python re-train.py --config yamls/automtl/cityscapes_2task.yml --gpus 0 --exp_ids 0 1 2 3 4 5
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from engine.run import RunSession, claim_folder, preflight, release_folder  # no
 from engine.seeding import fix_random_seed  # noqa: E402
 from engine.threads import apply_cpu_threads  # noqa: E402
 from engine.validation import ValidationWatch, eval_iter, loss_line, losses_to_float, validation_split  # noqa: E402
-from envs import AdaShareEnv  # noqa: E402
+from envs import env_class  # noqa: E402
 from evaluation.metrics import reference_for  # noqa: E402
 
 
@@ -77,11 +79,12 @@ def _needed_checkpoints(opt: dict, exp_ids: list[int]) -> list[tuple[list[str], 
     if train_opt.get('retrain_resume'):
         return [([C.checkpoint_path(*folder, str(train_opt['which_iter']))],
                  'retrain_resume reads it; re-train.py writes retrain checkpoints')]
-    if opt.get('architecture', 'adashare') != 'adashare':
+    method = env_class(opt)
+    if not method.learns_policy(opt):
         return []
     policy_iter = str(train_opt['policy_iter'])
     missing_pickles = [e for e in exp_ids
-                       if not os.path.exists(C.policy_path(*folder, policy_iter, int(opt['seed'][e])))]
+                       if not os.path.exists(method.policy_file_path(opt, policy_iter, int(opt['seed'][e])))]
     resumable = [e for e in missing_pickles
                  if os.path.exists(R.resume_state_path(opt, prefix=f'retrain{e:03d}_policyIter{policy_iter}_'))
                  or os.path.exists(R.completion_path(R.resume_state_path(opt, prefix=f'retrain{e:03d}_policyIter{policy_iter}_')))]
@@ -110,23 +113,22 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     fix_random_seed(seed)
     # The env (torch RNG only) is built right after seeding so that the numpy draws of the policy
     # sample are the original's (docs/original.md §4.5).
-    env = AdaShareEnv(opt, dist.device, dist, is_train=True, seed=seed)
+    env = env_class(opt)(opt, dist.device, dist, is_train=True, seed=seed)
     policies = None  # the paper baselines are fixed architectures, trained from scratch
-    policy_file = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
+    policy_file = env.policy_file(seed)
     if train_opt.get('retrain_resume'):
         env.load_label(train_opt['which_iter'], hint='re-train.py writes retrain checkpoints')
         if env.has_policy:
-            policies = C.load_policy(policy_file, hint='run re-train.py without retrain_resume first')
+            policies = env.load_policy_file(policy_file, hint='run re-train.py without retrain_resume first')
             if dist.is_main:
-                print(f'loaded policy {policy_file}:\n' + C.format_policy_table(policies, env.tasks))
+                print(f'loaded policy {policy_file}:\n' + env.format_policy(policies))
     elif env.has_policy:
         init_state = copy.deepcopy(env.network.state_dict())
         policies = obtain_policy(env, opt, seed, dist, allow_unfinished)
         if opt.get('retrain_from_pl'):
             env.load_label(policy_iter)
         else:
-            env.network.load_state_dict(init_state)
-            env.state.temperature = float(train_opt['init_temp'])
+            env.start_from_scratch(init_state)
         env.state.current_iter = 0
     if dist.distributed:
         barrier()
@@ -143,18 +145,14 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
         if dist.is_main:
             # obtain_policy printed the table; one line here, so each policy appears once.
             print(f'exp_id {exp_id}, seed {seed}: retraining the policy above')
-            idle = C.idle_tasks(policies, env.tasks)
-            if idle:
-                logger.note(f'retrain{exp_id:03d} ' + C.idle_task_warning(idle, len(policies[0])))
+            env.retrain_notes(policies, logger, f'retrain{exp_id:03d} ')
     elif dist.is_main:
         print(f'exp_id {exp_id}, seed {seed}: training the {env.architecture} baseline from scratch '
               f'(# Params {env.network.params_ratio():.2f} single-task backbones)')
-    env.define_optimizers(policy_learning=False)
-    env.define_schedulers(policy_learning=False)
+    env.start_retrain()
     loaders = {'train': train_iter}
-    policy_record = {'policy_sha256': C.logits_digest({f'task{t + 1}_logits': p for t, p in enumerate(policies)})} \
-        if policies is not None else {}
-    unfinished = unfinished_source(policy_file) if policies is not None else None
+    policy_record = env.policy_record(policies) if policies is not None else {}
+    unfinished = unfinished_source(policy_file, env) if policies is not None else None
     if unfinished is not None:
         # The policy came from an unfinished policy-learning run (--allow_unfinished): the run record says
         # so, and test.py marks the result incomplete.

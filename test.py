@@ -1,9 +1,10 @@
-"""Phase 3 of AdaShare: evaluate retrained checkpoints on the whole test split (or a samples folder).
+"""Phase 3: evaluate retrained checkpoints on the whole test split (or a samples folder).
 
     python test.py --config yamls/adashare/nyu_v2_3task_test.yml --gpus 0 --exp_ids 0 1 2
 
-For each exp_id: loads `retrain%03d_policyIter%s_best_model.pth.tar` (strictly) and, for AdaShare,
-`policyIter<it>_rs<seed>.pickle`; evaluates with batch size 1 (the original protocol), prints the metrics
+For each exp_id: loads `retrain%03d_policyIter%s_best_model.pth.tar` (strictly) and its policy file (AdaShare
+`policyIter<it>_rs<seed>.pickle`, AutoMTL `automtl_policyIter<it>_rs<seed>.json`: only the chosen option of
+every conv runs); evaluates with batch size 1 (the original protocol), prints the metrics
 and writes them as JSON to `<paths.result_dir>/<exp_name>/test_metrics_exp<E:03d>.json`, with the
 architecture, its size (# Params, parameters, GFLOPs at the evaluation size) and the validation score.
 """
@@ -16,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from envs import AdaShareEnv  # noqa: E402
+from envs import env_class  # noqa: E402
 from evaluation.metrics import reference_for  # noqa: E402
 from utils.commands import command  # noqa: E402
 from engine import checkpoint as C  # noqa: E402
@@ -30,7 +31,6 @@ from config import check_exp_ids, format_options, load_config  # noqa: E402
 from engine.console import closing_summary, format_metrics  # noqa: E402
 from engine.device import resolve_device  # noqa: E402
 from deploy.export import eval_size  # noqa: E402
-from deploy.flops import model_size  # noqa: E402
 from engine.logging import RunLogger  # noqa: E402
 from evaluation.metrics import score  # noqa: E402
 
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     preflight(opt, {'test': testset}, 'test', None, checkpoints=_needed_files(opt, exp_ids, args.config))
     make_dirs(opt, None)
     RunLogger(opt['paths']['log_dir'], opt['exp_name']).write_options(format_options(opt))
-    env = AdaShareEnv(opt, device, None, is_train=False,
-                      seg_class_weights=getattr(testset, 'class_weights', None))
+    env = env_class(opt)(opt, device, None, is_train=False,
+                         seg_class_weights=getattr(testset, 'class_weights', None))
     written = [os.path.join(opt['paths']['log_dir'], opt['exp_name'], 'opt.txt')]
     bests = []
     for exp_id in exp_ids:
@@ -69,15 +69,16 @@ def _checkpoint_hint(opt: dict, exp_id: int, config: str) -> str:
 
 
 def _needed_files(opt: dict, exp_ids: list[int], config: str) -> list[tuple[list[str], str]]:
-    """The files test.py reads per exp_id: its best retrained checkpoint and, for AdaShare, its policy."""
+    """The files test.py reads per exp_id: its best retrained checkpoint and, for a learned policy, its file."""
     policy_iter = str(opt['train']['policy_iter'])
+    method = env_class(opt)
     folder = (opt['paths']['checkpoint_dir'], opt['exp_name'])
     needed = []
     for exp_id in exp_ids:
         hint = _checkpoint_hint(opt, exp_id, config)
         needed.append(([C.checkpoint_path(*folder, C.retrain_label(exp_id, policy_iter, 'best'))], hint))
-        if opt.get('architecture', 'adashare') == 'adashare':
-            needed.append(([C.policy_path(*folder, policy_iter, int(opt['seed'][exp_id]))], hint))
+        if method.learns_policy(opt):
+            needed.append(([method.policy_file_path(opt, policy_iter, int(opt['seed'][exp_id]))], hint))
     return needed
 
 
@@ -128,7 +129,7 @@ def retraining_complete(opt: dict, exp_id: int) -> bool | None:
     return True
 
 
-def evaluate_one(opt: dict, env: AdaShareEnv, loader, exp_id: int) -> str:
+def evaluate_one(opt: dict, env, loader, exp_id: int) -> str:
     """Evaluate the best retrained checkpoint of `exp_id`; returns the path of its result JSON."""
     policy_iter = str(opt['train']['policy_iter'])
     seed = int(opt['seed'][exp_id])
@@ -137,10 +138,10 @@ def evaluate_one(opt: dict, env: AdaShareEnv, loader, exp_id: int) -> str:
     result: dict = {}
     policies = None
     if env.has_policy:
-        policy_file = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
-        policies = C.load_policy(policy_file, hint=_checkpoint_hint(opt, exp_id, opt.get('_source', '<yaml>')))
+        policy_file = env.policy_file(seed)
+        policies = env.load_policy_file(policy_file, hint=_checkpoint_hint(opt, exp_id, opt.get('_source', '<yaml>')))
         env.set_fixed_policy(policies)
-        print(f'exp_id {exp_id}, policy (seed {seed}):\n' + C.format_policy_table(policies, env.tasks))
+        print(f'exp_id {exp_id}, policy (seed {seed}):\n' + env.format_policy(policies))
     else:
         print(f'exp_id {exp_id} (seed {seed}): {env.architecture} baseline')
 
@@ -152,16 +153,16 @@ def evaluate_one(opt: dict, env: AdaShareEnv, loader, exp_id: int) -> str:
         result['undefined_metrics'] = undefined
         print('warning: undefined metrics (written as null): ' + '; '.join(f'{k}: {v}' for k, v in undefined.items()))
     if policies is not None:
-        result['policy'] = {f'task{t + 1}_policy': pol.tolist() for t, pol in enumerate(policies)}
+        result['policy'] = env.policy_json(policies)
     result['architecture'] = env.architecture
-    result['model_size'] = model_size(env.network, eval_size(opt), policies)
+    result['model_size'] = env.model_size(eval_size(opt), policies)
     try:
         value = score(metrics, reference_for(opt)) if not undefined else float('nan')
         result['val_score'] = value if math.isfinite(value) else None
     except ValueError:
         pass  # no reference table for this dataset/task combination
     complete = retraining_complete(opt, exp_id)
-    unfinished = unfinished_source(policy_file) if policies is not None else None
+    unfinished = unfinished_source(policy_file, env) if policies is not None else None
     if unfinished is not None:
         # Sampled from an unfinished policy-learning run (re-train.py --allow_unfinished): not a final result.
         done, total = (unfinished.get('run_iteration') or ['?', '?'])

@@ -88,7 +88,7 @@ def _section_ok(opt: Mapping[str, Any], section: str) -> bool:
 
 def _required_reason(key: Key, opt: Mapping[str, Any], script: str) -> str | None:
     """'required by <script>[ when ...]' if `key` is required for this script and this config, else None."""
-    if script not in key.required_by:
+    if script not in key.required_by or _lookup(opt, 'architecture') in key.not_for:
         return None
     condition = key.required_by[script]
     if condition is None:
@@ -231,6 +231,8 @@ def _rule_reference(opt: Mapping[str, Any], script: str):
 
 
 def _rule_skip_layer(opt: Mapping[str, Any], script: str):
+    if 'skip_layer' not in opt:
+        return  # an AutoMTL config: no gated blocks
     blocks = backbone_blocks(opt['backbone'])
     if opt['skip_layer'] >= blocks:
         yield 'skip_layer', opt['skip_layer'], (f'expected an integer in [0, {blocks - 1}] ({opt["backbone"]} '
@@ -239,7 +241,7 @@ def _rule_skip_layer(opt: Mapping[str, Any], script: str):
 
 def _rule_warm_up(opt: Mapping[str, Any], script: str):
     train = opt['train']
-    if script == 'train_policy' and train['warm_up_iters'] >= train['total_iters']:
+    if script == 'train_policy' and 'warm_up_iters' in train and train['warm_up_iters'] >= train['total_iters']:
         yield 'train.warm_up_iters', train['warm_up_iters'], (f'expected less than train.total_iters = '
                                                               f'{train["total_iters"]}')
 
@@ -259,9 +261,28 @@ def _rule_pairs(opt: Mapping[str, Any], script: str):
                                                 f'(both or neither)'
 
 
+def _rule_automtl(opt: Mapping[str, Any], script: str):
+    if opt.get('architecture') != 'automtl':
+        return
+    section, train = opt.get('automtl') or {}, opt['train']
+    pretrain = section.get('pretrain_iters', KEYS['automtl.pretrain_iters'].default)
+    if script == 'train_policy' and pretrain >= train['total_iters']:
+        yield 'automtl.pretrain_iters', pretrain, (f'expected less than train.total_iters = {train["total_iters"]} '
+                                                   f'(total_iters = pre-train + policy-train iterations)')
+    if opt.get('weighting', 'equal') != 'equal':
+        yield 'weighting', opt['weighting'], ('expected equal with architecture automtl (the fixed lambdas; the '
+                                              'other weighting methods are not wired into AutoMTL yet)')
+    if opt.get('fix_BN'):
+        yield 'fix_BN', True, 'expected false with architecture automtl (every task has its own BNs; not wired yet)'
+    speed = opt.get('speed') or {}
+    for name in ('amp', 'compile', 'channels_last'):
+        if speed.get(name):
+            yield f'speed.{name}', speed[name], 'not supported with architecture automtl yet; expected null/false'
+
+
 def _rule_architecture(opt: Mapping[str, Any], script: str):
     architecture = opt.get('architecture', 'adashare')
-    if architecture == 'adashare':
+    if architecture in ('adashare', 'automtl'):
         return
     if script == 'train_policy':
         yield 'architecture', architecture, ('expected adashare: baselines have no policy to learn; train them '
@@ -292,7 +313,7 @@ def _rule_backbone_weights(opt: Mapping[str, Any], script: str):
 
 
 RULES = (_rule_lengths, _rule_tasks, _rule_channels, _rule_reference, _rule_skip_layer, _rule_warm_up,
-         _rule_pairs, _rule_architecture, _rule_weighting, _rule_backbone_weights)
+         _rule_pairs, _rule_architecture, _rule_automtl, _rule_weighting, _rule_backbone_weights)
 
 
 def _rule_errors(opt: Mapping[str, Any], script: str, source: str) -> list[str]:
@@ -429,7 +450,11 @@ RESUME_UNUSED = {
     'train_policy': ('train.retrain_total_iters', 'train.policy_iter', 'train.retrain_resume', 'retrain_from_pl'),
     're-train': ('train.warm_up_iters', 'train.weight_iter_alternate', 'train.alpha_iter_alternate', 'train.reg_w',
                  'train.reg_w_hamming', 'train.resume', 'train.policy_decay_lr_freq', 'train.policy_decay_lr_rate',
-                 'is_sparse', 'is_sharing', 'is_curriculum', 'curriculum_speed', 'diff_sparsity_weights', 'policy'),
+                 'is_sparse', 'is_sharing', 'is_curriculum', 'curriculum_speed', 'diff_sparsity_weights', 'policy',
+                 'automtl.pretrain_iters', 'automtl.policy_iters', 'automtl.weight_iters', 'automtl.policy_lr',
+                 'automtl.weight_lr', 'automtl.reg_lambda', 'automtl.reg_scale', 'automtl.reg_noise',
+                 'automtl.init_temp', 'automtl.temp_decay', 'automtl.temp_update_iters', 'automtl.step_per_task',
+                 'automtl.policy_lr_reset_freq'),
 }
 
 

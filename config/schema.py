@@ -29,9 +29,9 @@ BACKBONE_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 16, 'ResNet101': 33
 FIXED_TASK_CHANNELS = {'sn': 3, 'depth': 1, 'keypoint': 1, 'edge': 1}
 SPLITS = ('train', 'train1', 'train2', 'val', 'test', 'test_small')
 MAX_SEED = 2 ** 32 - 1  # numpy's seeding limit
-# `architecture:` values: AdaShare's gated network, then the paper's baselines (models/baselines registry;
+# `architecture:` values: AdaShare's gated network, AutoMTL's supermodel (docs/automtl.md), then the paper's baselines (models/baselines registry;
 # tests/test_config.py checks the two lists agree).
-ARCHITECTURES = ('adashare', 'single_task', 'multi_task', 'cross_stitch', 'sluice', 'nddr', 'mtan')
+ARCHITECTURES = ('adashare', 'automtl', 'single_task', 'multi_task', 'cross_stitch', 'sluice', 'nddr', 'mtan')
 # Baselines that mix features between task columns need at least two tasks.
 MULTI_COLUMN = ('cross_stitch', 'sluice', 'nddr', 'mtan')
 # `weighting:` values (envs/weighting registry; tests/test_weighting.py checks the two lists agree).
@@ -127,6 +127,7 @@ class Key:
     path: bool = False          # relative values are resolved against the repository root
     unused: bool = False        # accepted for compatibility with the original yamls, read by nothing
     modules: tuple[str, ...] = ()  # quirks: the modules whose behaviour the switch changes
+    not_for: tuple[str, ...] = ()  # architectures that neither need nor read the key (AdaShare's policy keys)
 
     @property
     def section(self) -> str:
@@ -143,6 +144,9 @@ def needs(scripts: Sequence[str], when: Condition | None = None) -> dict[str, Co
 
 
 ALL_CHOSEN = ('train.init_method', 'all_chosen')
+# Architectures that neither need nor read AdaShare's policy-learning keys (AutoMTL's are the `automtl:` section).
+NOT_FOR_AUTOMTL = ('automtl',)
+AUTOMTL = ('architecture', 'automtl')
 
 SCHEMA: tuple[Key, ...] = (
     # --- top level (docs/original.md §1.1)
@@ -170,28 +174,29 @@ SCHEMA: tuple[Key, ...] = (
         '(instance-specific policies are not implemented)'}), 'task-specific: one policy per task (every '
         'shipped config).', required_by=needs(ALL)),
     Key('policy', Boolean(), 'After warm-up, True runs the backbone per task with Gumbel-Softmax gates and '
-        'validates sampled policies; False keeps the shared full network.', required_by=needs(TRAIN)),
+        'validates sampled policies; False keeps the shared full network.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('init_neg_logits', Nullable(Number()), 'Skip-column logit of init_method all_chosen (e.g. -10).',
         default=None, required_by=needs(TRAIN_RETRAIN, when=ALL_CHOSEN)),
-    Key('is_sparse', Boolean(), 'Adds train.reg_w * sparsity loss to the policy loss.', required_by=needs(TRAIN)),
+    Key('is_sparse', Boolean(), 'Adds train.reg_w * sparsity loss to the policy loss.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('is_sharing', Boolean(), 'Adds train.reg_w_hamming * sharing (Hamming) loss to the policy loss; also '
-        'forces the unweighted sparsity form.', required_by=needs(TRAIN)),
+        'forces the unweighted sparsity form.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('skip_layer', Integer(0), 'The first skip_layer blocks are never gated; the policy has L - skip_layer '
-        'rows per task (must be < the backbone\'s block count L).', required_by=needs(ALL)),
+        'rows per task (must be < the backbone\'s block count L).', required_by=needs(ALL), not_for=NOT_FOR_AUTOMTL),
     Key('is_curriculum', Boolean(), 'Gate only the last p_epoch // curriculum_speed + 1 blocks; False gates all.',
-        required_by=needs(TRAIN)),
+        required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('curriculum_speed', Integer(1), 'Alternation epochs per extra unlocked block; also in the "best" '
-        'threshold (read even when is_curriculum is False).', required_by=needs(TRAIN)),
+        'threshold (read even when is_curriculum is False).', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('fix_BN', Boolean(), 'Freeze the affine parameters of backbone BNs whose name contains "bn" (not the '
-        'downsample BNs); running statistics still update.', required_by=needs(TRAIN_RETRAIN)),
+        'downsample BNs); running statistics still update.', required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('diff_sparsity_weights', Boolean(), 'Hamming weights (i+1)/P instead of 1 (and the depth-weighted '
-        'sparsity when is_sharing is False).', required_by=needs(TRAIN)),
+        'sparsity when is_sharing is False).', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('retrain_from_pl', Boolean(), 'True: retraining starts from the policy_iter policy-learning weights; '
         'False: from the fresh seeded initialisation.', required_by=needs(RETRAIN)),
     Key('head_channels', Integer(1), 'Extension: width of the hidden convs of every ASPP head branch '
         '(1024 in the original).', default=1024),
     Key('architecture', Choice(ARCHITECTURES), 'Extension: the network. adashare = the gated backbone '
-        'with learned policies; the paper baselines (same backbone, heads, losses, lambdas, optimiser and '
+        'with learned policies; automtl = the AutoMTL supermodel of the backbone (operator-level sharing search, '
+        'the automtl.* keys, docs/automtl.md); the paper baselines (same backbone, heads, losses, lambdas, optimiser and '
         'schedule, trained from scratch by re-train.py): single_task (one backbone per task), multi_task (one '
         'shared backbone = the all-execute policy), cross_stitch, sluice, nddr, mtan (docs/baselines.md; these '
         'four need a Deeplab-ResNet backbone).',
@@ -202,6 +207,39 @@ SCHEMA: tuple[Key, ...] = (
     Key('baseline.fusion_lr_mult', Number(gt=0), 'Extension: learning rate of the fusion modules (cross-stitch '
         'and Sluice units, NDDR layers, MTAN attention) = train.backbone_lr x this factor (NDDR-CNN used 100 '
         'for its layers; 1 = the same parameter set as every other model).', default=1.0),
+    # --- automtl (architecture automtl; docs/automtl.md "Config keys"): paper defaults, the authors' code as switches
+    Key('automtl.pretrain_iters', Integer(0), 'AutoMTL: pre-train iterations (options averaged, Adam on all weights, '
+        'train split) before policy-train; train.total_iters = pretrain_iters + policy-train iterations.',
+        default=10000),
+    Key('automtl.policy_iters', Integer(1), 'AutoMTL: p of the alternation: policy-train iteration i is a policy '
+        'step (train2) iff i mod (p + w) < p (the authors\' default 100).', default=100),
+    Key('automtl.weight_iters', Integer(1), 'AutoMTL: w of the alternation, weight steps (train1) per cycle (the '
+        'authors\' default 400; their NYUv2 run 50/50).', default=400),
+    Key('automtl.policy_lr', Number(gt=0), 'AutoMTL: Adam LR of the policy logits (weight decay 5e-4).',
+        default=0.01),
+    Key('automtl.weight_lr', Nullable(Number(gt=0)), 'AutoMTL: SGD LR of the weights in policy-train (momentum 0.9, '
+        'weight decay 1e-4); null = train.lr (the paper\'s one weight LR; the authors\' CityScapes run: 0.0001).',
+        default=None),
+    Key('automtl.reg_lambda', Number(ge=0), 'AutoMTL: lambda_reg, weight of the policy regulariser in the policy '
+        'steps (paper Tab. 7: 0.0005 CityScapes and Taskonomy, 0.001 NYUv2).', default=0.0005),
+    Key('automtl.reg_scale', Number(gt=0), 'AutoMTL: s in softplus(s * (P(k) - P(shared))) of the regulariser: 1 = '
+        'the paper\'s Eq. 2, 6 = the authors\' code.', default=1.0),
+    Key('automtl.reg_noise', Boolean(), 'AutoMTL: the regulariser reads a fresh Gumbel-Softmax sample (paper and '
+        'code); False = the noise-free softmax(logits / tau).', default=True),
+    Key('automtl.init_temp', Number(gt=0), 'AutoMTL: initial Gumbel-Softmax temperature tau0 (the authors\' 5).',
+        default=5.0),
+    Key('automtl.temp_decay', Number(gt=0, le=1), 'AutoMTL: tau <- tau * temp_decay once per temp_update_iters + 1 '
+        'policy steps (the authors\' 0.965).', default=0.965),
+    Key('automtl.temp_update_iters', Integer(1), 'AutoMTL: the authors\' counter: tau decays each time the policy '
+        'steps since the last decay exceed it (100: once per 101 policy steps).', default=100),
+    Key('automtl.share_num', Integer(0), 'AutoMTL: forced bottom sharing (the authors\' --shared k / share_num): the '
+        'first share_num convs of every task are "shared" in policy-train (constant, no gradient) and in the '
+        'sampled policy; 0 = none (the paper).', default=0),
+    Key('automtl.step_per_task', Boolean(), 'AutoMTL: False = the paper\'s one step on sum_t lambda_t L_t (+ '
+        'lambda_reg sum_t L_reg(t)); True = the authors\' code: one forward and optimiser step per task and '
+        'iteration, each with lambda_t L_t + lambda_reg L_reg(t).', default=False),
+    Key('automtl.policy_lr_reset_freq', Nullable(Integer(1)), 'AutoMTL: null = the paper (constant policy LR); '
+        '10000 = the authors\' code, which sets the policy LR to 0.001 at every 10000th iteration.', default=None),
     # --- paths (docs/original.md §1.2)
     Key('weighting', Choice(WEIGHTING_METHODS), 'Extension: how the task losses of warm-up, the weight steps of '
         'policy learning and retraining (every architecture) become gradients; the policy steps keep the paper\'s '
@@ -244,13 +282,13 @@ SCHEMA: tuple[Key, ...] = (
     Key('train.total_iters', Integer(1), 'Length of the policy-learning loop (warm-up + weight + policy '
         'iterations); default of retrain_total_iters.', required_by=needs(TRAIN_RETRAIN)),
     Key('train.warm_up_iters', Integer(1), 'Iterations 1 .. warm_up_iters-1 are warm-up; must be < '
-        'total_iters.', required_by=needs(TRAIN)),
+        'total_iters.', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.retrain_total_iters', Integer(1), 'Length of the re-train loop.',
         default=Derived('train.total_iters')),
     Key('train.lr', Number(gt=0), 'LR of the task heads (Adam in warm-up/retrain, SGD in the alternation phase).',
         required_by=needs(TRAIN_RETRAIN)),
     Key('train.backbone_lr', Number(gt=0), 'LR of the backbone (same optimisers).',
-        required_by=needs(TRAIN_RETRAIN)),
+        required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.policy_lr', Nullable(Number(gt=0)), 'Adam LR of the policy logits, honoured only with '
         'init_method all_chosen (otherwise 0.01, as hard-coded in the original).', default=None,
         required_by=needs(TRAIN_RETRAIN, when=ALL_CHOSEN)),
@@ -273,11 +311,11 @@ SCHEMA: tuple[Key, ...] = (
     Key('train.decay_temp_freq', Nullable(Integer(0)), 'Unused by the original and by this code (the '
         'temperature decays once per policy phase).', default=None, unused=True),
     Key('train.init_temp', Number(gt=0), 'Initial Gumbel-Softmax temperature tau0.',
-        required_by=needs(TRAIN_RETRAIN)),
+        required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.decay_temp', Number(gt=0, le=1), 'tau <- tau * decay_temp after every policy phase.',
-        required_by=needs(TRAIN_RETRAIN)),
+        required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.resume', Boolean(), 'Resume policy learning from the which_iter checkpoint (the logits are '
-        're-initialised, as in the original).', required_by=needs(TRAIN)),
+        're-initialised, as in the original).', required_by=needs(TRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.which_iter', Nullable(Text(example='warmup')), 'Checkpoint label to resume from.', default=None,
         required_by={'train_policy': ('train.resume', True), 're-train': ('train.retrain_resume', True)}),
     Key('train.retrain_resume', Boolean(), 'Resume retraining from the which_iter checkpoint and its policy '
@@ -285,9 +323,9 @@ SCHEMA: tuple[Key, ...] = (
     Key('train.policy_iter', Text(example='best or latest'), 'Label of the policy-learning checkpoint the policy '
         'is sampled from; part of the pickle and retrain checkpoint names.', required_by=needs(('re-train', 'test'))),
     Key('train.init_method', Choice(('equal', 'random', 'all_chosen')), 'Logit init: equal (0.5, 0.5), random '
-        '(1e-3 * N(0,1)), all_chosen (0, init_neg_logits).', required_by=needs(ALL)),
+        '(1e-3 * N(0,1)), all_chosen (0, init_neg_logits).', required_by=needs(ALL), not_for=NOT_FOR_AUTOMTL),
     Key('train.hard_sampling', Boolean(), 'hard= of the training Gumbel-Softmax; True also samples discrete '
-        'policies by argmax.', required_by=needs(TRAIN_RETRAIN)),
+        'policies by argmax.', required_by=needs(TRAIN_RETRAIN), not_for=NOT_FOR_AUTOMTL),
     Key('train.weight_iter_alternate', Nullable(Integer(1)), 'Weight iterations per alternation epoch; null = '
         'the length of the train1 loader.', default=None),
     Key('train.alpha_iter_alternate', Nullable(Integer(1)), 'Policy iterations per alternation epoch; null = '

@@ -507,3 +507,32 @@ def model_size(model: nn.Module, input_hw: Sequence[int], policies: Optional[Seq
         flops = count_conv_flops(model, torch.empty(1, 3, height, width, device="meta"))["flops"]
     return {"params_ratio": float(model.params_ratio()), "total_params": int(total),
             "flops_g": float(flops) / 1e9, "input_hw": [height, width]}
+
+
+def automtl_model_size(model: nn.Module, input_hw: Sequence[int], choices: Optional[Sequence[Any]] = None
+                       ) -> Dict[str, Any]:
+    """The size of an AutoMTL architecture (docs/automtl.md "Parameter counts") in both conventions.
+
+    `choices`: one [num_convs] option vector per task (0 shared, 1 specific, 2 skip); None = the all-shared
+    architecture (the supermodel's plain multi-task network). params_ratio = the paper's mtl conv count over one
+    backbone's convs (N * (1 + relative)); `paper` = PaperCount (relative, absolute "Params (M)"), `compact` =
+    the exact parameters of the compact model by part; total_params = compact total (heads included); flops_g
+    = conv GFLOPs per image of the hard forward (each task runs its own path, heads included).
+    """
+    from dataclasses import asdict
+    from models.automtl import compact_parameter_count, paper_parameter_count
+    height, width = _check_input_hw(input_hw)
+    if choices is None:
+        choices = [torch.zeros(model.num_convs, dtype=torch.int64) for _ in range(model.num_tasks)]
+    choices = [torch.as_tensor(c, dtype=torch.int64) for c in choices]
+    paper = paper_parameter_count(model, choices)
+    compact = compact_parameter_count(model, choices)
+    was_training = model.training
+    model.eval()
+    try:
+        flops = count_conv_flops(model, torch.empty(1, 3, height, width, device="meta"), "hard", choices)["flops"]
+    finally:
+        model.train(was_training)
+    return {"params_ratio": float(paper.num_tasks * (1 + paper.relative)), "total_params": int(compact["total"]),
+            "flops_g": float(flops) / 1e9, "input_hw": [height, width],
+            "paper": asdict(paper), "compact": dict(compact)}

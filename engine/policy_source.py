@@ -1,6 +1,10 @@
-"""Where a retraining's architecture comes from (docs/reliability.md): the policy pickle of its seed, or a
+"""Where a retraining's architecture comes from (docs/reliability.md): the policy file of its seed, or a
 fresh sample from the policy-learning checkpoint, with a source record that says which checkpoint,
-iteration and logits it was drawn from and whether that run had finished."""
+iteration and logits it was drawn from and whether that run had finished.
+
+The policy file, its reading, writing and sampling are the method's (the env's `policy_file`,
+`load_policy_file`, `read_policy_source`, `save_policy_file`, `sample_policy`, `format_policy`): AdaShare's
+`policyIter<it>_rs<seed>.pickle` + `.source.json`, AutoMTL's `automtl_policyIter<it>_rs<seed>.json`."""
 from __future__ import annotations
 
 import os
@@ -9,13 +13,14 @@ import torch
 
 from engine import checkpoint as C
 from engine.resume import resume_state_path, run_progress
-from models import policy as P
 
 
-def unfinished_source(policy_path: str) -> dict | None:
-    """`{'run_iteration': [done, total]}` when the pickle's source record says the policy-learning run it was
-    sampled from was unfinished (re-train.py --allow_unfinished), else None."""
-    record = C.load_policy_source(policy_path) if os.path.exists(policy_path) else None
+def unfinished_source(policy_path: str, env=None) -> dict | None:
+    """`{'run_iteration': [done, total]}` when the policy file's source record says the policy-learning run it
+    was sampled from was unfinished (re-train.py --allow_unfinished), else None. `env`: whose file format
+    (default: AdaShare's pickle record)."""
+    read = env.read_policy_source if env is not None else C.load_policy_source
+    record = read(policy_path) if os.path.exists(policy_path) else None
     if record is None or record.get('run_complete') is not False:
         return None
     return {'run_iteration': record.get('run_iteration'), 'checkpoint': record.get('checkpoint')}
@@ -54,8 +59,8 @@ def obtain_policy(env, opt: dict, seed: int, dist, allow_unfinished: bool = Fals
     without a record (tools.random_policies, older versions) is used as it is (docs/reliability.md).
     """
     policy_iter = str(opt['train']['policy_iter'])
-    path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
-    recorded = C.load_policy_source(path) if os.path.exists(path) else None
+    path = env.policy_file(seed)
+    recorded = env.read_policy_source(path) if os.path.exists(path) else None
     if os.path.exists(path) and recorded is None:
         return _loaded_policy(path, env, dist)
     source = source_record(env, opt, policy_iter)
@@ -72,20 +77,20 @@ def obtain_policy(env, opt: dict, seed: int, dist, allow_unfinished: bool = Fals
     elif source is not None:
         refuse_unfinished(source, opt, allow_unfinished)
     env.load_label(policy_iter, hint=policy_hint(env.opt, policy_iter))
-    probs = env.execute_probabilities()
-    policies = P.sample_policy_numpy([lg.detach() for lg in env.policy_logits()])
+    probs = env.policy_probabilities()
+    policies = env.sample_policy(seed)
     if dist.is_main:
-        C.save_policy(path, policies, env.tasks, source=source)
+        env.save_policy_file(path, policies, source, seed=seed)
         print(f'sampled policy (seed {seed}) from {env.checkpoint_file(policy_iter)}, saved {path}:\n'
-              + C.format_policy_table(policies, env.tasks, probabilities=probs))
+              + env.format_policy(policies, probabilities=probs))
     return policies
 
 
 def _loaded_policy(path: str, env, dist) -> list[torch.Tensor]:
-    """Load a saved policy pickle and print its table (once: the caller prints no second copy)."""
-    policies = C.load_policy(path)
+    """Load a saved policy file and print its table (once: the caller prints no second copy)."""
+    policies = env.load_policy_file(path)
     if dist.is_main:
-        print(f'loaded policy {path}:\n' + C.format_policy_table(policies, env.tasks))
+        print(f'loaded policy {path}:\n' + env.format_policy(policies))
     return policies
 
 

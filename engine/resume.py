@@ -234,7 +234,12 @@ def refuse_network_change(path: str, opt: dict, script: str, extra: dict | None 
 
 def apply_new_hyperparameters(env, temperature: bool) -> None:
     """After a resume, make the optimisers, schedulers and temperature follow env.opt, as if the run had
-    used the new values from its start (a resume state restores the old learning rates and StepLR settings)."""
+    used the new values from its start (a resume state restores the old learning rates and StepLR settings).
+    A method with its own rule (AutoMTLEnv.apply_new_hyperparameters) applies it instead."""
+    own = getattr(env, 'apply_new_hyperparameters', None)
+    if own is not None:
+        own()
+        return
     train_opt = env.opt['train']
     current, env.optimizers = env.optimizers, {}
     env.define_optimizers(policy_learning=env.state.alternation_started)

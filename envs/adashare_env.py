@@ -107,6 +107,132 @@ class AdaShareEnv(BaseEnv):
     def lambdas(self) -> list[float]:
         return [float(x) for x in self.opt['lambdas']]
 
+    # ---------------------------------------------------------------- the method's interface (envs/__init__.py)
+    # What the scripts, tools/flops and the policy source ask of a method; AutoMTLEnv answers the same calls.
+    @classmethod
+    def loop_schedule(cls, opt: dict, loaders: dict):
+        """The policy-learning counts; an alternation block is one pass over train1 / train2 unless set."""
+        from engine.validation import LoopConfig
+        train_opt = opt['train']
+        if train_opt.get('weight_iter_alternate') is None:
+            train_opt['weight_iter_alternate'] = len(loaders['train1'])
+        if train_opt.get('alpha_iter_alternate') is None:
+            train_opt['alpha_iter_alternate'] = len(loaders['train2'])
+        return LoopConfig(total_iters=int(train_opt['total_iters']), warm_up_iters=int(train_opt['warm_up_iters']),
+                          weight_iter_alternate=int(train_opt['weight_iter_alternate']),
+                          alpha_iter_alternate=int(train_opt['alpha_iter_alternate']),
+                          print_freq=int(train_opt['print_freq']), val_freq=int(train_opt['val_freq']))
+
+    def best_after(self, schedule) -> int:
+        """Iterations after the warm-up before `best` may be saved (docs/original.md §1.1)."""
+        from engine.validation import best_threshold_blocks
+        return best_threshold_blocks(self.opt) * int(self.opt['curriculum_speed']) * \
+            (schedule.weight_iter_alternate + schedule.alpha_iter_alternate)
+
+    def policy_loop(self, **parts):
+        """AdaShare's loop of train_policy.py (engine/policy_learning.py)."""
+        from engine.policy_learning import PolicyLoop
+        return PolicyLoop(env=self, best_after=self.best_after(parts['schedule']),
+                          policy_on=bool(self.opt.get('policy', True)), fix_bn=bool(self.opt.get('fix_BN', False)),
+                          **parts)
+
+    def prepare_policy_learning(self, resumed: bool) -> None:
+        """The original's `train.resume`: weights, iter and temp from `which_iter`; fresh logits and optimisers."""
+        train_opt = self.opt['train']
+        if not resumed and train_opt.get('resume'):
+            self.load_label(train_opt['which_iter'],
+                            hint=f'policy learning writes it: python train_policy.py --config {self.opt["_source"]}')
+            self.network.reset_logits()
+            self.define_optimizers(policy_learning=False)
+            self.define_schedulers(policy_learning=False)
+        self.apply_phase_freezing(bool(self.opt.get('fix_BN', False)))
+
+    def close_policy_learning(self, logger, schedule) -> None:
+        """Idle tasks, and a note when no `best` was written."""
+        from engine.policy_learning import note_idle_tasks
+        from engine.validation import report_policy_best
+        if self.is_main:
+            note_idle_tasks(logger, self)
+            report_policy_best(self, self.opt, schedule.warm_up_iters + self.best_after(schedule))
+
+    @classmethod
+    def learns_policy(cls, opt: dict) -> bool:
+        """AdaShare learns a policy; the paper baselines are fixed architectures."""
+        return (opt.get('architecture', 'adashare') or 'adashare') == 'adashare'
+
+    @classmethod
+    def policy_file_path(cls, opt: dict, policy_iter: str, seed: int) -> str:
+        return ckpt.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
+
+    def policy_file(self, seed: int) -> str:
+        return self.policy_file_path(self.opt, str(self.opt['train']['policy_iter']), seed)
+
+    @classmethod
+    def read_policy_file(cls, path: str, hint: str | None = None) -> list[torch.Tensor]:
+        return ckpt.load_policy(path, hint=hint)
+
+    def load_policy_file(self, path: str, hint: str | None = None) -> list[torch.Tensor]:
+        return ckpt.load_policy(path, hint=hint)
+
+    def read_policy_source(self, path: str) -> dict | None:
+        return ckpt.load_policy_source(path)
+
+    def save_policy_file(self, path: str, policies, source: dict | None, seed: int | None = None) -> None:
+        ckpt.save_policy(path, policies, self.tasks, source=source)
+
+    def sample_policy(self, seed: int) -> list[torch.Tensor]:
+        """The original's numpy sampling (the caller seeded numpy with the run's seed)."""
+        return P.sample_policy_numpy([lg.detach() for lg in self.policy_logits()])
+
+    def policy_probabilities(self) -> list[torch.Tensor]:
+        return self.execute_probabilities()
+
+    def format_policy(self, policies, probabilities=None) -> str:
+        return ckpt.format_policy_table(policies, self.tasks, probabilities=probabilities)
+
+    def policy_record(self, policies) -> dict:
+        return {'policy_sha256': ckpt.logits_digest({f'task{t + 1}_logits': p for t, p in enumerate(policies)})}
+
+    def retrain_notes(self, policies, logger, tag: str) -> None:
+        idle = ckpt.idle_tasks(policies, self.tasks)
+        if idle:
+            logger.note(tag + ckpt.idle_task_warning(idle, len(policies[0])))
+
+    def start_from_scratch(self, init_state: dict) -> None:
+        self.network.load_state_dict(init_state)
+        self.state.temperature = float(self.opt['train']['init_temp'])
+
+    def start_retrain(self) -> None:
+        self.define_optimizers(policy_learning=False)
+        self.define_schedulers(policy_learning=False)
+
+    def policy_json(self, policies) -> dict:
+        return {f'task{t + 1}_policy': pol.tolist() for t, pol in enumerate(policies)}
+
+    def model_size(self, input_hw, policies) -> dict:
+        return self.size_of(self.network, input_hw, policies)
+
+    @staticmethod
+    def size_of(network, input_hw, policies) -> dict:
+        """deploy.flops.model_size: # Params, total parameters and GFLOPs (tools/flops.py, test.py)."""
+        from deploy.flops import model_size
+        return model_size(network, input_hw, policies)
+
+    def benchmark_policy_steps(self) -> str:
+        """Put the env where policy steps run (deploy/method_benchmark.py); returns the phase name."""
+        self.start_alternation()
+        self.fix_w()
+        self.free_alpha()
+        return 'policy'
+
+    def benchmark_fixed_policy(self, seed: int) -> str:
+        """A random hard policy (each block executed with p = 0.5) for timing evaluation; returns the mode."""
+        generator = torch.Generator().manual_seed(seed)
+        rows = self.network.num_policy_rows
+        executes = [(torch.rand(rows, generator=generator) < 0.5).long() for _ in self.tasks]
+        self.set_fixed_policy([torch.stack([e, 1 - e], dim=1) for e in executes])
+        return 'eval_fixed'
+
     @property
     def has_policy(self) -> bool:
         """True for AdaShare's gated network; the paper baselines have no policy (fixed architectures)."""

@@ -158,16 +158,22 @@ def multitask_delta(metrics: Mapping[str, Mapping[str, float]], single: Mapping[
 
 # ----------------------------------------------------------------------------------------- policies
 def _policy_strings(policy: Any, task_names: Sequence[str], where: str) -> dict[str, str]:
-    """`{task: 'XX.X…'}` from test.py's `{task{t}_policy: [[exec, skip], ...]}` (X = execute, . = skip)."""
+    """`{task: 'XX.X…'}` from test.py's `{task{t}_policy: [[exec, skip], ...]}` (X = execute, . = skip), or for an
+    AutoMTL policy (`[choice, ...]`, one 0/1/2 per conv) `{task: 'STK…'}` (S shared, T task-specific, K skip)."""
     if not isinstance(policy, Mapping):
         raise SummaryError(f'{where}: policy must be an object {{"task1_policy": [[1, 0], ...]}}, '
                            f'got {type(policy).__name__}')
     strings = {}
     for index, (key, rows) in enumerate(sorted(policy.items(), key=lambda kv: _task_index(kv[0], where))):
+        name = task_names[index] if len(task_names) == len(policy) else key.replace('_policy', '')
+        if isinstance(rows, list) and rows and all(isinstance(r, int) and not isinstance(r, bool) and r in (0, 1, 2)
+                                                   for r in rows):
+            strings[name] = ''.join('STK'[r] for r in rows)
+            continue
         if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 2 and all(map(is_number, r))
                                                  and sorted(float(x) for x in r) == [0.0, 1.0] for r in rows):
-            raise SummaryError(f'{where}: policy.{key} must be a list of [1, 0] (execute) or [0, 1] (skip) rows')
-        name = task_names[index] if len(task_names) == len(policy) else key.replace('_policy', '')
+            raise SummaryError(f'{where}: policy.{key} must be a list of [1, 0] (execute) or [0, 1] (skip) rows '
+                               f'(AdaShare), or of option indices 0/1/2 (AutoMTL)')
         strings[name] = ''.join('X' if float(row[0]) == 1.0 else '.' for row in rows)
     return strings
 

@@ -23,10 +23,13 @@ def build_model(backbone: str, tasks_num_class: Sequence[int], init_method: str 
 def build_network(architecture: str, backbone: str, tasks_num_class: Sequence[int], init_method: str = "equal",
                   init_neg_logits: Optional[float] = None, skip_layer: int = 0,
                   head_channels: int = 1024) -> nn.Module:
-    """The network of `architecture`: AdaShare's gated MultiTaskNet, or a paper baseline of the registry."""
+    """The network of `architecture`: AdaShare's gated MultiTaskNet, the AutoMTL supermodel, or a paper baseline."""
     if architecture == "adashare":
         return build_model(backbone, tasks_num_class, init_method=init_method, init_neg_logits=init_neg_logits,
                            skip_layer=skip_layer, head_channels=head_channels)
+    if architecture == "automtl":  # the AutoMTL supermodel of any registry backbone (docs/automtl.md)
+        from .automtl import build_automtl
+        return build_automtl(backbone, tasks_num_class, head_channels=head_channels)
     from .baselines import build_baseline  # baselines import this package's blocks
     return build_baseline(architecture, backbone_factory(backbone), list(tasks_num_class), head_channels=head_channels)
 

@@ -700,3 +700,57 @@ def run_figure_inputs(opt: Mapping[str, Any], label: str | None = None) -> dict[
     return {'checkpoint': os.path.join(paths['checkpoint_dir'], name, f'{label}_model.pth.tar'),
             'tasks': list(opt['tasks']), 'loss_txt': loss_txt if os.path.isfile(loss_txt) else None,
             'out': os.path.join(paths['result_dir'], name, 'figures')}
+
+
+# ------------------------------------------------------------------------------------------------- AutoMTL
+AUTOMTL_COLOURS = ('#1f77b4', '#ff7f0e', '#bbbbbb')  # shared, task-specific, skip
+
+
+def plot_automtl_policy(probabilities: Sequence[Any], choices: Sequence[Any] | None, tasks: Sequence[str],
+                        conv_names: Sequence[str] | None, path: str, title: str | None = None,
+                        writer: Any = None, step: int = 0, tag: str = 'figures/automtl_policy') -> str:
+    """AutoMTL's learned policy (docs/automtl.md): one panel per task, the searchable convs on x, stacked
+    probabilities of shared / task-specific / skip (softmax of the logits) and, below, the sampled choice
+    of each conv as a coloured square. `probabilities`: one [num_convs, 3] array per task."""
+    from matplotlib.patches import Patch, Rectangle
+
+    probs = [_to_numpy(p, 'probabilities').reshape(-1, 3) for p in probabilities]
+    tasks = _check_tasks(tasks, len(probs), 'probability tables')
+    num_convs = probs[0].shape[0]
+    if any(p.shape[0] != num_convs for p in probs):
+        raise ValueError('plot_automtl_policy: every task needs the same number of convs')
+    picked = None if choices is None else [np.asarray(_to_numpy(c, 'choices')).astype(int).reshape(-1)
+                                            for c in choices]
+    width = max(6.0, 1.8 + 0.22 * num_convs)
+    fig = _new_figure(width, 1.7 * len(tasks) + (0.4 if title else 0.0) + 0.5)
+    axes = fig.subplots(len(tasks), 1, squeeze=False, sharex=True)[:, 0]
+    x = np.arange(num_convs)
+    names = ('shared', 'task-specific', 'skip')
+    for t, ax in enumerate(axes):
+        bottom = np.zeros(num_convs)
+        for k in range(3):
+            ax.bar(x, probs[t][:, k], bottom=bottom, width=0.85, color=AUTOMTL_COLOURS[k], linewidth=0)
+            bottom += probs[t][:, k]
+        ax.set_ylim(-0.32 if picked is not None else 0.0, 1.0)
+        ax.set_yticks([0.0, 0.5, 1.0])
+        ax.set_ylabel(TASK_WORDS.get(tasks[t], tasks[t]), fontsize=9)
+        if picked is not None:
+            for l, option in enumerate(picked[t]):
+                ax.add_patch(Rectangle((l - 0.42, -0.28), 0.84, 0.2, color=AUTOMTL_COLOURS[int(option)]))
+            ax.text(-0.9, -0.18, 'sampled', ha='right', va='center', fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[-1].set_xticks(x, [str(l) for l in x], fontsize=6 if num_convs > 40 else 7)
+    axes[-1].set_xlabel('searchable conv (policy row)' if not conv_names else
+                        f'searchable conv (policy row; 0 = {conv_names[0]}, {num_convs - 1} = {conv_names[-1]})',
+                        fontsize=8)
+    fig.legend(handles=[Patch(color=c, label=n) for c, n in zip(AUTOMTL_COLOURS, names)], loc='outside lower center',
+               ncols=3, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save_figure(fig, path, writer, tag, step)
+
+
+def checkpoint_option_probabilities(checkpoint: Mapping[str, Any], num_tasks: int) -> list[np.ndarray]:
+    """softmax(task{t}_logits) per task ([num_convs, 3]) from an AutoMTL checkpoint dict."""
+    network = checkpoint['mtl-net']
+    return [F.softmax(network[f'task{t + 1}_logits'].float(), dim=-1).numpy() for t in range(num_tasks)]

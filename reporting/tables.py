@@ -23,6 +23,8 @@ from evaluation.metrics import paper_metrics
 from utils.paths import REPO_ROOT
 
 PAPER_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'paper_tables.json')
+# The AutoMTL paper's tables (ids 'automtl-<n>', its own numbering), kept apart from the AdaShare paper's.
+AUTOMTL_PAPER_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'automtl_paper_tables.json')
 DASH = '–'
 # How many seeds a row expects when its spec names no exp_ids and no result exists (the paper's 8).
 DEFAULT_SEEDS = 8
@@ -123,9 +125,9 @@ def load_spec(path: str) -> TableSpec:
     if reference is not None and reference not in methods:
         raise TableError(f'{path}: reference = {reference!r}: expected one of the rows\' methods {methods}')
     paper_table = data.get('paper_table')
-    if paper_table is not None and paper_table not in {t['table'] for t in load_paper_tables()}:
-        raise TableError(f'{path}: paper_table = {paper_table!r}: expected null or one of '
-                         f'{sorted(t["table"] for t in load_paper_tables())}')
+    known = [t['table'] for t in all_paper_tables()]
+    if paper_table is not None and paper_table not in known:
+        raise TableError(f'{path}: paper_table = {paper_table!r}: expected null or one of {known}')
     title = data.get('title') or os.path.splitext(os.path.basename(path))[0]
     return TableSpec(os.path.splitext(os.path.basename(path))[0], str(title), paper_table, reference,
                      tuple(specs), path)
@@ -160,11 +162,17 @@ def load_paper_tables(path: str = PAPER_DATA) -> list[dict[str, Any]]:
         return json.load(handle)['tables']
 
 
-def paper_table(number: int, path: str = PAPER_DATA) -> dict[str, Any]:
-    for table in load_paper_tables(path):
+def all_paper_tables() -> list[dict[str, Any]]:
+    """The AdaShare paper's tables (numbers), then the AutoMTL paper's (ids 'automtl-<n>')."""
+    return load_paper_tables(PAPER_DATA) + load_paper_tables(AUTOMTL_PAPER_DATA)
+
+
+def paper_table(number: int | str, path: str | None = None) -> dict[str, Any]:
+    """A published table by its number (AdaShare paper) or id ('automtl-1', AutoMTL paper)."""
+    for table in (load_paper_tables(path) if path is not None else all_paper_tables()):
         if table['table'] == number:
             return table
-    raise TableError(f'{path}: no paper table {number}')
+    raise TableError(f'{path or PAPER_DATA}: no paper table {number}')
 
 
 # ----------------------------------------------------------------------------------------- rows

@@ -42,3 +42,25 @@ def tiny_yaml(tmp_path, dataroot, name='tiny.yml', quirks=None, **train_override
     path = tmp_path / name
     path.write_text(yaml.safe_dump(opt))
     return str(path), opt
+
+
+def tiny_automtl_yaml(tmp_path, dataroot, name='tiny_automtl.yml', automtl=None, **train_overrides):
+    """A tiny AutoMTL config on the generated NYU v2 data (3 tasks, WRN-10-2, 8-channel heads); returns (path, dict).
+
+    Default schedule: iterations 1-4 pre-train, then policy-train from 5: cycles of 2 policy + 3 weight steps."""
+    with open(os.path.join(ROOT, 'yamls', 'synthetic', 'automtl', 'cityscapes_2task.yml')) as f:
+        opt = yaml.safe_load(f)
+    opt.update({'exp_name': 'tiny_automtl', 'tasks': ['seg', 'sn', 'depth'], 'tasks_num_class': [40, 3, 1],
+                'lambdas': [1, 20, 3], 'head_channels': 8, 'backbone': 'WRN-10-2'})
+    opt['paths'] = {k: str(tmp_path / k) for k in ('log_dir', 'result_dir', 'checkpoint_dir')}
+    opt['dataload'] = {'dataset': 'NYU_v2', 'dataroot': str(dataroot), 'crop_h': 32, 'crop_w': 32, 'eval_h': HEIGHT,
+                       'eval_w': WIDTH, 'num_workers': 0}
+    opt['automtl'] = {'pretrain_iters': 4, 'policy_iters': 2, 'weight_iters': 3, 'reg_lambda': 0.01,
+                      'temp_update_iters': 2, **(automtl or {})}
+    opt['train'].update({'batch_size': 2, 'total_iters': 16, 'print_freq': 5, 'val_freq': 3,
+                         'retrain_total_iters': 6, 'save_optimizer': True, 'decay_lr_freq': 3})
+    opt['train'].update(train_overrides)
+    opt['quirks'] = {'eval_iter': 1}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(opt))
+    return str(path), opt

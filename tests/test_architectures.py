@@ -37,7 +37,9 @@ def _write(tmp_path, opt, name='x.yml'):
 
 # ----------------------------------------------------------------------------------------- config
 def test_config_choices_are_the_registry_plus_adashare():
-    assert set(ARCHITECTURES) == {'adashare'} | set(BASELINE_REGISTRY) == {'adashare', *BASELINES}
+    # automtl: the AutoMTL supermodel (models/automtl, envs.METHOD_ENVS), beside AdaShare and the baselines
+    from envs import METHOD_ENVS
+    assert set(ARCHITECTURES) == {'adashare', *METHOD_ENVS} | set(BASELINE_REGISTRY) == {'adashare', 'automtl', *BASELINES}
 
 
 def test_architecture_defaults_to_adashare_and_bad_values_are_one_line(tmp_path):

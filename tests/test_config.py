@@ -14,6 +14,7 @@ from config import ConfigError, check_exp_ids, format_options, load_config, sche
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = ['nyu_v2_2task', 'nyu_v2_3task', 'cityscapes_2task', 'taskonomy_5task']
 PAPER_TEST = ['nyu_v2_2task_test', 'nyu_v2_3task_test', 'cityscapes_2task_test']
+AUTOMTL = ['cityscapes_2task', 'nyu_v2_3task', 'taskonomy_5task']  # yamls/automtl/
 
 
 def _yml(*parts: str) -> str:
@@ -53,7 +54,8 @@ def test_every_shipped_yaml_is_covered():
     shipped = sorted(os.path.relpath(p, os.path.join(ROOT, 'yamls'))
                      for p in glob.glob(os.path.join(ROOT, 'yamls', '*', '*.yml'))
                      if not p.startswith(os.path.join(ROOT, 'yamls', 'tables', '')))
-    expected = sorted([f'adashare/{n}.yml' for n in PAPER + PAPER_TEST] + [f'synthetic/{n}.yml' for n in PAPER])
+    expected = sorted([f'adashare/{n}.yml' for n in PAPER + PAPER_TEST] + [f'synthetic/{n}.yml' for n in PAPER]
+                      + [f'automtl/{n}.yml' for n in AUTOMTL])  # validated in tests/test_automtl_pipeline.py
     assert shipped == expected
 
 
@@ -270,7 +272,7 @@ def test_empty_section_is_accepted(tmp_path, base):
 def test_underscore_metadata_key_is_refused_in_files(tmp_path, base):
     base['_source'] = 'x'
     assert _error(tmp_path, base).startswith("x.yml: _source = 'x': unknown key; expected one of the keys at the "
-                                             "top level: architecture, backbone, backbone_weights, baseline, curriculum_speed, dataload, ")
+                                             "top level: architecture, automtl, backbone, backbone_weights, baseline, curriculum_speed, dataload, ")
 
 
 # ----------------------------------------------------------------------------------------- required keys

@@ -6,8 +6,8 @@
 
 Reads the rows of a table spec (`yamls/tables/*.yml`: method label + the config test.py uses), generates
 the synthetic data if it is missing, then runs, in order, exactly the commands a user would run:
-  1. `train_policy.py` for every AdaShare-architecture row that learns a policy (AdaShare, w/o curriculum,
-     w/o L_sparsity, w/o L_sharing);
+  1. `train_policy.py` for every row whose method learns a policy (AdaShare, w/o curriculum, w/o L_sparsity,
+     w/o L_sharing, AutoMTL: the env's `learns_policy`);
   2. `tools.random_policies` for Random #1 / Random #2, from the AdaShare row's `best` checkpoint;
   3. `re-train.py` and `test.py` for every row and seed (exp_ids 0 .. seeds-1);
   4. `tools.tables` on the spec, into --out.
@@ -41,6 +41,8 @@ RANDOM_KINDS = {'Random #1': 'random1', 'Random #2': 'random2'}
 # Labels of the row whose learned policy the random rows copy the skip counts of.
 LEARNED_ROWS = ('AdaShare', 'Full Model')
 # --quick: a few iterations of every phase, enough to pass through warm-up, alternation, curriculum and best.
+# --quick with an `automtl:` section: pre-train, then cycles of 2 policy + 2 weight steps.
+QUICK_AUTOMTL = {'pretrain_iters': 4, 'policy_iters': 2, 'weight_iters': 2}
 QUICK_TRAIN = {'batch_size': 2, 'total_iters': 26, 'warm_up_iters': 4, 'retrain_total_iters': 4, 'print_freq': 2, 'val_freq': 2,
                'weight_iter_alternate': 2, 'alpha_iter_alternate': 2}
 
@@ -82,6 +84,8 @@ def quick_total_iters(raw: dict) -> int:
     """QUICK_TRAIN's total_iters, or enough alternation epochs past the "best" threshold for backbones with
     more gated blocks (train_policy.py saves a best only after blocks x curriculum_speed epochs)."""
     from engine.validation import best_threshold_blocks
+    if 'automtl' in raw:  # AutoMTL saves `latest` at the end and samples from it: no threshold to pass
+        return QUICK_TRAIN['total_iters']
     epoch = QUICK_TRAIN['weight_iter_alternate'] + QUICK_TRAIN['alpha_iter_alternate']
     needed = QUICK_TRAIN['warm_up_iters'] + (best_threshold_blocks(raw) * int(raw.get('curriculum_speed', 1)) + 1) * epoch
     return max(QUICK_TRAIN['total_iters'], needed)
@@ -99,7 +103,12 @@ def quick_copies(spec_path: str, spec: dict, out: str, dataroot: str | None = No
                         (('log_dir', 'logs'), ('result_dir', 'results'), ('checkpoint_dir', 'checkpoints'))}
         if dataroot:
             raw['dataload']['dataroot'] = dataroot
-        raw['train'].update(QUICK_TRAIN)
+        if 'automtl' in raw:
+            raw['automtl'] = dict(raw['automtl'] or {}, **QUICK_AUTOMTL)
+            raw['train'].update({k: v for k, v in QUICK_TRAIN.items() if k not in (
+                'warm_up_iters', 'weight_iter_alternate', 'alpha_iter_alternate')})
+        else:
+            raw['train'].update(QUICK_TRAIN)
         raw['train']['total_iters'] = quick_total_iters(raw)
         raw.setdefault('quirks', {})
         raw['quirks'] = dict(raw['quirks'] or {}, eval_iter=0)
@@ -139,6 +148,7 @@ def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: boo
     from engine import checkpoint as C
     from engine import resume as T
     from config import load_config
+    from envs import env_class
     from evaluation.summary import result_path
     exp_ids = [str(e) for e in range(seeds)]
     rows = [(row['method'], _resolve(row['config']), load_config(_resolve(row['config']), 'test'))
@@ -147,7 +157,7 @@ def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: boo
     steps: list[Step] = []
     prerequisite: dict[str, list[str]] = {}  # row -> the step its retraining waits for
     for method, config, opt in rows:
-        if opt['architecture'] != 'adashare' or method in RANDOM_KINDS:
+        if not env_class(opt).learns_policy(opt) or method in RANDOM_KINDS:
             continue
         total = int(load_config(config, 'train_policy')['train']['total_iters'])
         label = f'{method}: policy learning'

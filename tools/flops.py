@@ -5,7 +5,11 @@
 
 Builds the network of the config's `architecture` (no weights needed; FLOPs are counted on shape-only
 tensors) at the config's evaluation size. For AdaShare with --exp_ids, the policy pickles of those seeds
-are costed (selected blocks only, prefixes shared by tasks once); without, every block runs.
+are costed (selected blocks only, prefixes shared by tasks once); without, every block runs. For AutoMTL
+(architecture: automtl) with --exp_ids, the sampled policy files of those seeds, in both parameter
+conventions (the paper's conv count and the exact compact model); without, the all-shared architecture.
+
+    python tools/flops.py --config yamls/automtl/cityscapes_2task.yml --exp_ids 0
 """
 from __future__ import annotations
 
@@ -17,23 +21,24 @@ from typing import Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import build_network  # noqa: E402
-from engine import checkpoint as C  # noqa: E402
+from envs import env_class  # noqa: E402
 from config import check_exp_ids, load_config  # noqa: E402
 from deploy.export import eval_size  # noqa: E402
-from deploy.flops import model_size  # noqa: E402
 
 
 def config_size(config: str, exp_id: int | None = None, input_hw: Sequence[int] | None = None) -> dict:
-    """model_size() of the network a config describes (with the policy of `exp_id` for AdaShare)."""
+    """The method's size report of the network a config describes (with the policy of `exp_id` for a method
+    with a learned policy): deploy.flops.model_size for AdaShare and the baselines, automtl_model_size for AutoMTL."""
     opt = load_config(config, 'test')
+    method = env_class(opt)
     network = build_network(opt['architecture'], opt['backbone'], opt['tasks_num_class'],
-                            skip_layer=opt['skip_layer'], head_channels=opt['head_channels'])
+                            skip_layer=opt.get('skip_layer', 0), head_channels=opt['head_channels'])
     policies = None
-    if exp_id is not None and opt['architecture'] == 'adashare':
+    if exp_id is not None and method.learns_policy(opt):
         seed = int(opt['seed'][exp_id])
-        path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], str(opt['train']['policy_iter']), seed)
-        policies = C.load_policy(path, hint=f'python re-train.py --config {config} --exp_ids {exp_id}')
-    size = model_size(network, tuple(input_hw) if input_hw else eval_size(opt), policies)
+        path = method.policy_file_path(opt, str(opt['train']['policy_iter']), seed)
+        policies = method.read_policy_file(path, hint=f'python re-train.py --config {config} --exp_ids {exp_id}')
+    size = method.size_of(network, tuple(input_hw) if input_hw else eval_size(opt), policies)
     size.update(architecture=opt['architecture'], backbone=opt['backbone'], tasks=list(opt['tasks']))
     return size
 
@@ -41,9 +46,14 @@ def config_size(config: str, exp_id: int | None = None, input_hw: Sequence[int] 
 def format_size(config: str, size: dict, exp_id: int | None) -> str:
     height, width = size['input_hw']
     which = f' exp {exp_id}' if exp_id is not None else ''
+    paper = ''
+    if 'paper' in size:  # AutoMTL: the paper's convention beside the exact count
+        p = size['paper']
+        paper = (f" [paper: conv {p['relative'] * 100:+.1f} % vs {p['num_tasks']} backbones, "
+                 f"{p['absolute'] / 1e6:.3f} M; compact backbone {size['compact']['backbone'] / 1e6:.3f} M]")
     return (f"{size['architecture']:<13} {size['backbone']:<9} T={len(size['tasks'])}{which}: "
             f"# Params {size['params_ratio']:.3f}, {size['total_params'] / 1e6:.2f} M parameters, "
-            f"{size['flops_g']:.2f} GFLOPs at {height}x{width}  ({config})")
+            f"{size['flops_g']:.2f} GFLOPs at {height}x{width}{paper}  ({config})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,8 @@
 
 With --config, the checkpoint (`<label>_model.pth.tar`, default train.policy_iter), the tasks, the run's loss.txt
 and the output folder (`<result_dir>/<exp_name>/figures`) come from the config; --exp_ids adds the sampled
-architecture of those seeds. With --checkpoint, the tasks come from the run record beside it (or --tasks).
+architecture of those seeds. For AutoMTL (architecture: automtl) --config draws policy.png / policy_rs<seed>.png
+with the three options per conv (reporting.plots.plot_automtl_policy) and the training curves. With --checkpoint, the tasks come from the run record beside it (or --tasks).
 Library: reporting/plots.py.
 """
 from __future__ import annotations
@@ -65,9 +66,31 @@ def figure_inputs(args: argparse.Namespace) -> dict:
     return inputs
 
 
+def method_figures(args: argparse.Namespace) -> list[str] | None:
+    """With --config of a method that draws its own figures (AutoMTL: envs.AutoMTLEnv.write_figures), its
+    figures; None for AdaShare (the figures below)."""
+    if not args.config:
+        return None
+    from config import check_exp_ids, load_config
+    from envs import env_class
+    opt = load_config(args.config, 'test')
+    method = env_class(opt)
+    if not hasattr(method, 'write_figures'):
+        return None
+    inputs = run_figure_inputs(opt, args.label)
+    exp_ids = check_exp_ids(opt, args.exp_ids, args.config) if args.exp_ids else []
+    return method.write_figures(opt, inputs['checkpoint'], args.out or inputs['out'], exp_ids,
+                                args.loss_txt or inputs['loss_txt'])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        own = method_figures(args)
+        if own is not None:
+            for path in own:
+                print(path)
+            return 0
         inputs = figure_inputs(args)
         writer = None
         if args.tensorboard:
