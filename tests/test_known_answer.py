@@ -155,6 +155,40 @@ def test_config_rules_of_the_new_tasks(tmp_path):
     check(lambda o: o['dataload'].__setitem__('dataset', 'NYU_v2'), r"'seg_perm'.*not available with")
 
 
+def test_new_tasks_use_their_kinds_loss_and_metric():
+    from envs.losses import l1_ignore_loss, seg_loss, task_loss
+    from evaluation.metrics import L1Metric, MultiTaskMetrics, SegMetric
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 4, 4, 4), torch.randint(0, 4, (2, 1, 4, 4), dtype=torch.uint8)
+    labels[0, 0, 0, 0] = 255
+    batch = {'texture': labels, 'seg_perm': labels, 'blur': torch.rand(2, 1, 4, 4), 'img': torch.zeros(2, 3, 4, 4)}
+    batch['blur'][0, 0, 1, 1] = 255  # crop padding: ignored
+    assert task_loss('texture', logits, batch, 'KnownAnswer') == seg_loss(logits, labels.float(), 255)
+    pred = torch.randn(2, 1, 4, 4)
+    assert task_loss('blur', pred, batch, 'KnownAnswer') == l1_ignore_loss(pred, batch['blur'])
+    metrics = MultiTaskMetrics(['seg_perm', 'texture', 'blur'], [4, 4, 1], 'KnownAnswer')
+    assert isinstance(metrics.metrics['texture'], SegMetric) and isinstance(metrics.metrics['blur'], L1Metric)
+    metrics.update([logits, logits, pred], batch)
+    assert set(metrics.compute()['blur']) == {'err'} and 'mIoU' in metrics.compute()['texture']
+
+
+def test_build_command_writes_the_configs_dataroot(tmp_path):
+    from tools.known_answer import main as tool
+    with open(os.path.join(ROOT, 'yamls', 'synthetic', 'known_answer', 'cpu.yml')) as f:
+        opt = yaml.safe_load(f)
+    opt['dataload'].update({'dataroot': str(tmp_path / 'data'), 'eval_h': 16, 'eval_w': 24})
+    config = tmp_path / 'c.yml'
+    config.write_text(yaml.safe_dump(opt))
+    assert tool(['build', '--config', str(config), '--num-train', '2', '--num-test', '1', '--no-progress']) == 0
+    index = json.loads((tmp_path / 'data' / 'known_answer.json').read_text())
+    assert len(index['train']) == 2 and _png(tmp_path / 'data' / index['test'][0][7]).shape == (16, 24)
+    opt['dataload']['dataset'] = 'NYU_v2'
+    opt['tasks'], opt['tasks_num_class'], opt['lambdas'] = ['seg', 'sn'], [40, 3], [1, 1]
+    config.write_text(yaml.safe_dump(opt))
+    with pytest.raises(ValueError, match="expected 'KnownAnswer'"):
+        tool(['build', '--config', str(config)])
+
+
 # ------------------------------------------------------------------------------------------------ the scores
 def test_scores_of_hand_made_policies():
     p_a = np.array([1.0, 1.0, 0.0, 0.0])
