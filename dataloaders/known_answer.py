@@ -17,8 +17,8 @@ IGNORE = 255  # seg_perm and texture ignore label; pads blur and noise in train 
 EXTRA = ('seg_perm', 'texture', 'blur', 'noise')
 REGRESSION = ('blur', 'noise')  # stored 8-bit, returned as value / 127.5 - 1 in [-1, 1]
 NUM_TEXTURE_CLASSES = 4
-LAYOUT_TREE = """  <dataroot>/known_answer.json     {"train": [[img, seg, normal, depth, seg_perm, texture, blur, noise], ...],
-                                  "train1", "train2", "val", "test", "test_small"}  (paths relative to dataroot)
+LAYOUT_TREE = """  <dataroot>/known_answer.json     {"train": [[img, seg, normal, depth, seg_perm, texture, blur, noise],
+                                  ...], "train1", "train2", "val", "test", "test_small"}  (relative paths)
   <dataroot>/nyu_v2_3task.json     the same splits with the four NYU v2 files (the folder is an NYU v2 dataroot)
   <dataroot>/img, seg, normal_mask, depth/<id>   as the NYU v2 layout
   <dataroot>/seg_perm/<id>.png     8-bit gray, the seg classes 0-39 permuted, 255 = ignore

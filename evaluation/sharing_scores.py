@@ -68,7 +68,8 @@ def _decisions(d: Sequence | np.ndarray, what: str) -> np.ndarray:
     if array.ndim != 2 or array.size == 0:
         raise ValueError(f'{what}: expected [S, P] execute decisions, got shape {list(array.shape)}')
     if not np.isin(array, (0, 1)).all():
-        raise ValueError(f'{what}: decisions must be 0 or 1 (1 = execute), got {sorted(set(array.ravel().tolist()))[:6]}')
+        found = sorted(set(array.ravel().tolist()))[:6]
+        raise ValueError(f'{what}: decisions must be 0 or 1 (1 = execute), got {found}')
     return array.astype(np.float64)
 
 
@@ -285,22 +286,21 @@ def known_answer_scores(tasks: Sequence[str], probabilities: Sequence | np.ndarr
         per_task.append(Score('executed-block centre', task, relations.role(task), centre_p[task], centre_s[task]))
 
     checks: list[Score] = []
-    high = [t for t in relations.high_level]
+    high = list(relations.high_level)
     if relations.duplicate is not None:
         a, b = relations.duplicate
         subject = f'{a}, {b}'
         agreement = probability_agreement(p(a), p(b))
-        checks.append(Score('duplicate: probability agreement', subject, f'= 1 (holds if ≥ {DUPLICATE_MIN_AGREEMENT})',
-                            agreement, [], agreement >= DUPLICATE_MIN_AGREEMENT))
+        known = f'= 1 (holds if ≥ {DUPLICATE_MIN_AGREEMENT})'
+        checks.append(Score('duplicate: probability agreement', subject, known, agreement, [],
+                            agreement >= DUPLICATE_MIN_AGREEMENT))
         expected = expected_decision_agreement(p(a), p(b))
-        checks.append(Score('duplicate: decision agreement', subject, f'= 1 (holds if ≥ {DUPLICATE_MIN_AGREEMENT})',
-                            expected, _list(None if draws is None else decision_agreement(d(a), d(b))),
+        checks.append(Score('duplicate: decision agreement', subject, known, expected, _list(None if draws is None else decision_agreement(d(a), d(b))),
                             expected >= DUPLICATE_MIN_AGREEMENT))
     if high:
         high_p = float(np.mean([executed_p[t] for t in high]))
         high_s = [float(np.mean(v)) for v in zip(*(executed_s[t] for t in high))] if draws is not None else []
-        high_centre = float(np.nanmean([centre_p[t] for t in high])) if any(
-            not math.isnan(centre_p[t]) for t in high) else math.nan
+        high_centre = _mean_of([centre_p[t] for t in high])  # tasks that execute nothing have no centre
         high_centre_s = [_mean_of(v) for v in zip(*(centre_s[t] for t in high))] if draws is not None else []
         for role, members in (('low-level', relations.low_level), ('unlearnable', relations.unlearnable)):
             for task in members:

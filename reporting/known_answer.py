@@ -40,7 +40,8 @@ def scores_table(scores: KnownAnswerScores, title: str, source: str = '') -> Pla
         'mean_b [p_a p_b + (1 − p_a)(1 − p_b)]); probability agreement: 1 − mean_b |p_a − p_b|.',
         'Executed blocks: Σ_b p_b (samples: Σ_b d_b); centre: Σ_b p_b x_b / Σ_b p_b with x_b = (b + 1/2) / P, '
         '0 = bottom, 1 = top.',
-        'Top-k sharing: over the top k blocks, Σ p_a p_b / Σ (p_a + p_b − p_a p_b) (samples: |A ∩ B| / |A ∪ B|).',
+        'Top-k sharing: over the top k blocks, Σ p_a p_b / Σ (p_a + p_b − p_a p_b) '
+        '(samples: |A ∩ B| / |A ∪ B|).',
         '"holds" / "fails": the check on the probabilities column (docs/known_answer.md).',
     ]
     return PlainTable(title, HEADERS, CSV_NAMES,
