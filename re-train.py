@@ -12,16 +12,21 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from envs import AdaShareEnv  # noqa: E402
-from models import policy as P  # noqa: E402
+from config import check_exp_ids, load_config  # noqa: E402
 from engine import checkpoint as C  # noqa: E402
-from engine import training as T  # noqa: E402
+from engine import resume as R  # noqa: E402
 from engine.cli import parse_args, run_main  # noqa: E402
-from config import check_exp_ids, load_config, recorded_config  # noqa: E402
 from engine.console import Progress, closing_summary, files_written, format_metrics  # noqa: E402
+from engine.data import InfiniteLoader, build_split, make_loader  # noqa: E402
 from engine.device import barrier, cleanup_distributed, init_distributed  # noqa: E402
 from engine.logging import RunLogger  # noqa: E402
+from engine.policy_source import obtain_policy, policy_hint, unfinished_source  # noqa: E402
+from engine.run import RunSession, claim_folder, preflight, release_folder  # noqa: E402
 from engine.seeding import fix_random_seed  # noqa: E402
+from engine.threads import apply_cpu_threads  # noqa: E402
+from engine.validation import ValidationWatch, eval_iter, loss_line, losses_to_float, validation_split  # noqa: E402
+from envs import AdaShareEnv  # noqa: E402
+from evaluation.metrics import reference_for  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,15 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     opt = load_config(args.config, 're-train')
     check_exp_ids(opt, args.exp_ids, args.config)
     dist = init_distributed(args.gpus)
+    threads_note = apply_cpu_threads(opt, dist.device)
+    if threads_note and dist.is_main:
+        print(threads_note)
     started = time.time()
     try:
         # Start-up checks first: a failed start writes nothing (docs/reliability.md).
-        eval_split = T.validation_split(opt)
-        datasets = {'train': T.build_split(opt, 'train'), eval_split: T.build_split(opt, eval_split)}
-        T.make_loader(opt, datasets['train'], True, dist)
-        T.make_loader(opt, datasets[eval_split], False, dist)
-        T.preflight(opt, datasets, eval_split, dist)
-        T.claim_folder(opt, dist, [f'retrain{e:03d}' for e in args.exp_ids], ' '.join(sys.argv))
+        eval_split = validation_split(opt)
+        datasets = {'train': build_split(opt, 'train'), eval_split: build_split(opt, eval_split)}
+        make_loader(opt, datasets['train'], True, dist)
+        make_loader(opt, datasets[eval_split], False, dist)
+        preflight(opt, datasets, eval_split, dist, checkpoints=_needed_checkpoints(opt, args.exp_ids))
+        claim_folder(opt, dist, [f'retrain{e:03d}' for e in args.exp_ids], ' '.join(sys.argv))
         logger = RunLogger(opt['paths']['log_dir'], opt['exp_name'], enabled=dist.is_main)
         bests = []
         for exp_id in args.exp_ids:
@@ -52,84 +60,34 @@ def main(argv: list[str] | None = None) -> int:
             print(closing_summary(f're-train.py {opt["exp_name"]}, exp_ids {args.exp_ids}', time.time() - started,
                                   bests, files_written(folders, started)))
     finally:
-        T.release_folder()
+        release_folder()
         cleanup_distributed()
     return 0
 
 
-def _source_record(env: AdaShareEnv, opt: dict, policy_iter: str) -> dict | None:
-    """Label, iteration, logits hash and completeness of the policy-learning checkpoint, None if it is absent."""
-    path = env.checkpoint_file(policy_iter)
-    if not os.path.exists(path):
-        return None
-    state = C.load_checkpoint(path)
-    progress = T.run_progress(T.resume_state_path(opt), 'total_iters', int(opt['train']['total_iters']))
-    return {'checkpoint': os.path.basename(path), 'label': policy_iter, 'iteration': int(state.get('iter', 0)),
-            'logits_sha256': C.logits_digest(state['mtl-net']),
-            'run_complete': None if progress is None else progress[0] >= progress[1],
-            'run_iteration': None if progress is None else list(progress)}
+def _needed_checkpoints(opt: dict, exp_ids: list[int]) -> list[tuple[list[str], str]]:
+    """The checkpoint files re-train.py will read, as (any of these paths, how to get it), for the start-up checks.
 
-
-def _refuse_unfinished(source: dict, opt: dict, allow: bool) -> None:
-    """A policy-learning run whose resume state shows it unfinished is refused unless --allow_unfinished."""
-    if source.get('run_complete') is not False:
-        return
-    done, total = source['run_iteration']
-    message = (f'{T.resume_state_path(opt)}: the policy-learning run is unfinished (iteration {done} of {total}), '
-               f'so its {source["checkpoint"]} is not final')
-    if not allow:
-        raise ValueError(f'{message}; finish it (python train_policy.py --config <yaml>) or pass --allow_unfinished')
-    print(f'warning: {message} (--allow_unfinished)')
-
-
-def obtain_policy(env: AdaShareEnv, opt: dict, seed: int, dist, allow_unfinished: bool = False) -> list[torch.Tensor]:
-    """Load `policyIter<it>_rs<seed>.pickle`, or sample it from the policy-learning checkpoint (docs/original.md §4.5).
-
-    A pickle whose source record (`.source.json`) no longer matches the checkpoint is re-sampled; a pickle
-    without a record (tools.random_policies, older versions) is used as it is (docs/reliability.md).
+    A retraining reads the policy-learning checkpoint `policy_iter` unless every seed's policy pickle is
+    there (then the pickles alone do); `retrain_resume` reads `which_iter`. The fixed-architecture baselines
+    read nothing. A finished or interrupted retraining needs nothing either (it resumes or reports).
     """
-    policy_iter = str(opt['train']['policy_iter'])
-    path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
-    recorded = C.load_policy_source(path) if os.path.exists(path) else None
-    if os.path.exists(path) and recorded is None:
-        return _loaded_policy(path, env, dist)
-    source = _source_record(env, opt, policy_iter)
-    if recorded is not None:
-        if source is None:
-            print(f'note: {env.checkpoint_file(policy_iter)} is gone; using {path} as it is')
-            return _loaded_policy(path, env, dist)
-        _refuse_unfinished(source, opt, allow_unfinished)
-        if (recorded.get('logits_sha256'), recorded.get('iteration')) == (source['logits_sha256'], source['iteration']):
-            return _loaded_policy(path, env, dist)
-        print(f're-sampling the policy (seed {seed}): {source["checkpoint"]} changed since {os.path.basename(path)} '
-              f'was sampled (iteration {recorded.get("iteration")} → {source["iteration"]}, logits '
-              f'{str(recorded.get("logits_sha256"))[:12]} → {source["logits_sha256"][:12]})')
-    elif source is not None:
-        _refuse_unfinished(source, opt, allow_unfinished)
-    env.load_label(policy_iter, hint=_policy_hint(env, policy_iter))
-    probs = env.execute_probabilities()
-    policies = P.sample_policy_numpy([lg.detach() for lg in env.policy_logits()])
-    if dist.is_main:
-        C.save_policy(path, policies, env.tasks, source=source)
-        print(f'sampled policy (seed {seed}) from {env.checkpoint_file(policy_iter)}, saved {path}:\n'
-              + C.format_policy_table(policies, env.tasks, probabilities=probs))
-    return policies
-
-
-def _loaded_policy(path: str, env: AdaShareEnv, dist) -> list[torch.Tensor]:
-    """Load a saved policy pickle and print its table (once: the caller prints no second copy)."""
-    policies = C.load_policy(path)
-    if dist.is_main:
-        print(f'loaded policy {path}:\n' + C.format_policy_table(policies, env.tasks))
-    return policies
-
-
-def _policy_hint(env: AdaShareEnv, policy_iter: str) -> str:
-    """How to get the policy-learning checkpoint: a finished run without `best` needs policy_iter: latest."""
-    if policy_iter == 'best' and os.path.exists(env.checkpoint_file('latest')):
-        return ('policy learning wrote no best (its score counts only after the "best" threshold); set '
-                'train.policy_iter: latest, or run train_policy.py longer')
-    return 'policy learning writes it: python train_policy.py --config <yaml>'
+    train_opt = opt['train']
+    folder = (opt['paths']['checkpoint_dir'], opt['exp_name'])
+    if train_opt.get('retrain_resume'):
+        return [([C.checkpoint_path(*folder, str(train_opt['which_iter']))],
+                 'retrain_resume reads it; re-train.py writes retrain checkpoints')]
+    if opt.get('architecture', 'adashare') != 'adashare':
+        return []
+    policy_iter = str(train_opt['policy_iter'])
+    missing_pickles = [e for e in exp_ids
+                       if not os.path.exists(C.policy_path(*folder, policy_iter, int(opt['seed'][e])))]
+    resumable = [e for e in missing_pickles
+                 if os.path.exists(R.resume_state_path(opt, prefix=f'retrain{e:03d}_policyIter{policy_iter}_'))
+                 or os.path.exists(R.completion_path(R.resume_state_path(opt, prefix=f'retrain{e:03d}_policyIter{policy_iter}_')))]
+    if not [e for e in missing_pickles if e not in resumable]:
+        return []
+    return [([C.checkpoint_path(*folder, policy_iter)], policy_hint(opt, policy_iter))]
 
 
 def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = False, datasets: dict | None = None,
@@ -140,25 +98,27 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     policy_iter = str(train_opt['policy_iter'])
     total = int(train_opt.get('retrain_total_iters') or train_opt['total_iters'])
     best_label = C.retrain_label(exp_id, policy_iter, 'best')
-    resume_path = T.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')
+    resume_path = R.resume_state_path(opt, prefix=f'retrain{exp_id:03d}_policyIter{policy_iter}_')
     folder = os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'])
     if train_opt['auto_resume'] and not fresh:
-        done = T.complete_message(resume_path, total, f'retraining of exp_id {exp_id}', 'retrain_total_iters', folder)
+        done = R.complete_message(resume_path, total, f'retraining of exp_id {exp_id}', 'retrain_total_iters', folder)
         if done is not None:
             best_path = C.checkpoint_path(opt['paths']['checkpoint_dir'], opt['exp_name'], best_label)
-            return f'{done}; {_best_line(best_path, T.read_completion(resume_path).get("best_value"))}'
+            return f'{done}; {_best_line(best_path, R.read_completion(resume_path).get("best_value"))}'
+        # A changed network (tasks, backbone, ...) cannot resume: say so in one line before anything is loaded.
+        R.refuse_network_change(resume_path, opt, 're-train')
     fix_random_seed(seed)
     # The env (torch RNG only) is built right after seeding so that the numpy draws of the policy
     # sample are the original's (docs/original.md §4.5).
     env = AdaShareEnv(opt, dist.device, dist, is_train=True, seed=seed)
     policies = None  # the paper baselines are fixed architectures, trained from scratch
+    policy_file = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
     if train_opt.get('retrain_resume'):
         env.load_label(train_opt['which_iter'], hint='re-train.py writes retrain checkpoints')
         if env.has_policy:
-            path = C.policy_path(opt['paths']['checkpoint_dir'], opt['exp_name'], policy_iter, seed)
-            policies = C.load_policy(path, hint='run re-train.py without retrain_resume first')
+            policies = C.load_policy(policy_file, hint='run re-train.py without retrain_resume first')
             if dist.is_main:
-                print(f'loaded policy {path}:\n' + C.format_policy_table(policies, env.tasks))
+                print(f'loaded policy {policy_file}:\n' + C.format_policy_table(policies, env.tasks))
     elif env.has_policy:
         init_state = copy.deepcopy(env.network.state_dict())
         policies = obtain_policy(env, opt, seed, dist, allow_unfinished)
@@ -172,11 +132,11 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
         barrier()
         torch.manual_seed(seed + dist.rank)
 
-    datasets = datasets or {name: T.build_split(opt, name) for name in ('train', T.validation_split(opt))}
+    datasets = datasets or {name: build_split(opt, name) for name in ('train', validation_split(opt))}
     trainset = datasets['train']
     env.set_seg_class_weights(getattr(trainset, 'class_weights', None))
-    train_iter = T.InfiniteLoader(T.make_loader(opt, trainset, True, dist, seed=seed))
-    val_loader = T.make_loader(opt, datasets[T.validation_split(opt)], False, dist)
+    train_iter = InfiniteLoader(make_loader(opt, trainset, True, dist, seed=seed))
+    val_loader = make_loader(opt, datasets[validation_split(opt)], False, dist)
 
     if policies is not None:
         env.set_fixed_policy(policies)
@@ -194,31 +154,22 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
     loaders = {'train': train_iter}
     policy_record = {'policy_sha256': C.logits_digest({f'task{t + 1}_logits': p for t, p in enumerate(policies)})} \
         if policies is not None else {}
-    payload, record = None, T.RunRecord({**recorded_config(opt), **policy_record}, [])
-    if train_opt['auto_resume'] and not fresh:
-        payload, record = T.resume_checked(env, resume_path, loaders, opt, 're-train', accept_changes,
-                                           extra=policy_record)
-    T.make_dirs(opt, dist)
-    logger.write_options(T.options_text(opt, record))
-    if payload is not None:
-        if dist.is_main:
-            print(f'resuming the interrupted retraining from {resume_path} at iteration '
-                  f'{env.state.current_iter} (use --fresh to start over)')
-        logger.note(f'retrain{exp_id:03d} resumed at iteration {env.state.current_iter}')
-        if record.history and record.history[-1].startswith(f'# changed at iteration {env.state.current_iter} '):
-            logger.note(f'retrain{exp_id:03d} ' + record.history[-1].lstrip('# '))
-    else:
-        logger.note(f'retrain{exp_id:03d} {"fresh start" if fresh else "start"}')
-        if dist.is_main:
-            T.forget_completion(resume_path)
+    unfinished = unfinished_source(policy_file) if policies is not None else None
+    if unfinished is not None:
+        # The policy came from an unfinished policy-learning run (--allow_unfinished): the run record says
+        # so, and test.py marks the result incomplete.
+        policy_record['policy_from_unfinished_run'] = unfinished
+    session = RunSession(opt, env, logger, script='re-train', resume_path=resume_path, total=total,
+                         total_key='retrain_total_iters', what=f'retraining of exp_id {exp_id}', noun='retraining',
+                         tag=f'retrain{exp_id:03d} ', extra=policy_record)
+    session.start(loaders, fresh=fresh, accept_changes=accept_changes, dist=dist)
     env.apply_phase_freezing(bool(opt.get('fix_BN', False)))  # logits frozen, weights trainable
 
-    refer = T.reference_for(opt)
     print_freq, val_freq = int(train_opt['print_freq']), int(train_opt['val_freq'])
     latest = C.retrain_label(exp_id, policy_iter, 'latest')
-    n_eval = T.eval_iter(opt)
+    n_eval = eval_iter(opt)
     state = env.state
-    watch = T.ValidationWatch(T.validation_split(opt), refer)
+    watch = ValidationWatch(validation_split(opt), reference_for(opt))
     bar = Progress(total, state.current_iter, f'retrain exp {exp_id}', enabled=dist.is_main)
     bar.set_phase('retrain')
     while state.current_iter < total:
@@ -228,9 +179,9 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
         env.set_inputs(next(train_iter))
         losses = env.optimize('retrain')
         if it % print_freq == 0:
-            values = T.losses_to_float(losses)
+            values = losses_to_float(losses)
             logger.log_losses(it, values, f'retrain{exp_id:03d}')
-            bar.write(T.loss_line(f'retrain {exp_id} {it}', values))
+            bar.write(loss_line(f'retrain {exp_id} {it}', values))
         validated = it % val_freq == 0  # `latest` (one file with the resume state) follows every validation
         if validated:
             metrics = env.validate_retrain(val_loader, n_eval) if dist.is_main else {}
@@ -241,8 +192,7 @@ def retrain_one(opt: dict, exp_id: int, dist, logger: RunLogger, fresh: bool = F
                 if value > state.best_value:
                     state.best_value = value
                     env.save_label(best_label)
-        T.finish_iteration(env, latest, train_opt.get('latest_freq'), total, validated, resume_path, loaders,
-                           record)
+        session.end_iteration(loaders, latest, validated)
         bar.update(1)  # after the step, as in train_policy.py
     bar.close()
     if dist.is_main:
@@ -255,8 +205,7 @@ def _best_line(path: str, best_value: float | None) -> str:
     if not os.path.exists(path):
         return 'no best checkpoint was written (no validation score above 0)'
     score = 'unknown' if best_value is None else f'{best_value:.4f}'
-    return f'best validation score {score} at iteration {T.checkpoint_iteration(path)}, saved {path}'
-
+    return f'best validation score {score} at iteration {R.checkpoint_iteration(path)}, saved {path}'
 
 
 if __name__ == '__main__':

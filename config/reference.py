@@ -32,7 +32,7 @@ def _cell(text: str) -> str:
 
 
 def schema_markdown() -> str:
-    """The configuration reference (README): every key, then the quirk switches with the modules they affect."""
+    """The configuration reference (docs/config.md): every key, then the quirk switches with the modules they affect."""
     lines = ['| key | type / allowed values | default | required by | meaning |', '|---|---|---|---|---|']
     for key in SCHEMA:
         if key.section == 'quirks':
@@ -59,14 +59,18 @@ def schema_markdown() -> str:
     return '\n'.join(lines) + '\n'
 
 
-README_START = '<!-- config-reference:start -->'
-README_END = '<!-- config-reference:end -->'
+REFERENCE_PAGE = 'docs/config.md'  # relative to the repository root
+REFERENCE_START = '<!-- config-reference:start -->'
+REFERENCE_END = '<!-- config-reference:end -->'
 
 
-def readme_with_reference(text: str) -> str:
-    """README text with the block between the config-reference markers replaced by schema_markdown()."""
-    if README_START not in text or README_END not in text:
-        raise ValueError(f'README.md lacks the markers {README_START} / {README_END}')
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    return f'{head}{README_START}\n{schema_markdown()}{README_END}{tail}'
+def with_reference(text: str) -> str:
+    """`text` (docs/config.md) with the block between the config-reference markers replaced by schema_markdown()."""
+    if REFERENCE_START not in text or REFERENCE_END not in text:
+        raise ValueError(f'{REFERENCE_PAGE} lacks the markers {REFERENCE_START} / {REFERENCE_END}')
+    head, rest = text.split(REFERENCE_START, 1)
+    _, tail = rest.split(REFERENCE_END, 1)
+    return f'{head}{REFERENCE_START}\n{schema_markdown()}{REFERENCE_END}{tail}'
+
+
+readme_with_reference = with_reference  # the name of earlier versions, when the reference was in README.md

@@ -78,6 +78,25 @@ class BackboneName(Check):
         return None
 
 
+class CpuThreads(Check):
+    """`speed.cpu_threads`: 'auto', 'torch' or a thread count (engine/threads.py)."""
+
+    def describe(self) -> str:
+        return "'auto', 'torch' or an integer >= 1"
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return value in ('auto', 'torch')
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    def problem(self, value: Any) -> str | None:
+        if self.accepts(value):
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            return f'expected {self.describe()}, not a string (remove the quotes)'
+        return f'expected {self.describe()}'
+
+
 def backbone_blocks(name: str) -> int:
     """L, the gateable blocks of a registry backbone (ValueError for an unknown name)."""
     if name in BACKBONE_BLOCKS:
@@ -309,6 +328,13 @@ SCHEMA: tuple[Key, ...] = (
         'of the original\'s boolean selection of valid rows: no host synchronisation per step on GPUs. The same '
         'values up to float rounding, so not bit-equal to the original; false = the original\'s order of '
         'operations.', default=False),
+    Key('speed.cpu_threads', CpuThreads(), 'Extension: intra-op CPU threads (torch.set_num_threads). auto = 1 '
+        'thread on a CPU for small configs (head_channels <= 128 and at most 131072 pixels per step: the synthetic '
+        'ones: with 2 threads their steps ran 2-19x slower than with 1 while other work shared a 2-core machine, '
+        '1.3-1.8x faster when it had the machine to itself), '
+        'torch\'s default otherwise, on a GPU, or when OMP_NUM_THREADS / MKL_NUM_THREADS is set; an integer = '
+        'that many threads on any device; torch = never touch torch\'s default. The thread count can change float '
+        'rounding, not the precision (docs/threads.md).', default='auto'),
     # --- test (docs/original.md §1.5)
     Key('test.which_iter', Nullable(Text()), 'Unused by the original and by this code.', default=None,
         unused=True),

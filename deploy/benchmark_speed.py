@@ -187,7 +187,7 @@ def measure_data_pipeline(opt: dict, dataroot: str, batch_size: int, batches: in
                           device: torch.device) -> float:
     """Images/s of the train loader (make_loader: workers, pinning, prefetch of the config), copies to the
     device included; timed after the first batch, so worker start-up is excluded."""
-    from engine.training import build_split, make_loader
+    from engine.data import build_split, make_loader
     opt = copy.deepcopy(opt)
     opt['dataload']['dataroot'] = dataroot
     dataset = _Repeated(build_split(opt, 'train'), (batches + 1) * batch_size)

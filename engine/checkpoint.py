@@ -58,8 +58,7 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
         present = _other_files(self.paths[0]) if self.paths else []
         if present:
             lines.append(f"files in {os.path.dirname(self.paths[0])}: {', '.join(present)}")
-        if hint:
-            lines.append(f"produce it with: {hint}")
+        lines += _hint_lines(hint)
         super().__init__("\n".join(lines))
         self.errno, self.filename = errno.ENOENT, (self.paths[0] if self.paths else None)
 
@@ -82,6 +81,15 @@ class PolicyFileError(CheckpointError):
 
 class PolicyNotFoundError(CheckpointNotFoundError, PolicyFileError):
     """No policy pickle at the path looked for."""
+
+
+def _hint_lines(hint: str | None) -> list[str]:
+    """`to get it: <hint>`; a hint of several lines (several ways: retrain, or place the released files) one
+    indented line each. Neutral words: "produce it with" read wrong before "place the released files"."""
+    ways = [line.strip() for line in (hint or "").splitlines() if line.strip()]
+    if len(ways) <= 1:
+        return [f"to get it: {ways[0]}"] if ways else []
+    return ["to get it, either:"] + [f"  {way}" for way in ways]
 
 
 def _other_files(path: str) -> list[str]:
@@ -487,9 +495,79 @@ def _execute_probabilities(probs: Any) -> list[float]:
     return array.tolist()
 
 
+# How the code turns an execute probability p into a decision (models/policy.py): the most likely policy
+# (`hard_policy`, the original's np.argmax, whose first maximum is column 0) executes a block iff p >= 0.5,
+# so an exact tie executes; a sampled policy (`sample_policy_numpy`) executes it with probability p.
+EXECUTE_RULE = ("decision rule: the most likely policy executes a block iff p >= 0.5, so a tie executes; a sampled "
+                "policy executes it with probability p")
+TIE_MARK = "?"
+# p within display rounding of the tie reads "0.50" whichever side of the rule it is on: mark it.
+TIE_TOLERANCE = 0.005
+NOT_GATED_MARK = "+"
+P_LABEL = "  p(execute)"
+
+
+def _gated_from(num_blocks: int, num_gated: int | None) -> int:
+    """Index of the first gated block: the curriculum gates the last `num_gated` blocks (models.policy.pad_gates)."""
+    if num_gated is None:
+        return 0
+    if num_gated < 0:
+        raise ValueError(f"num_gated must be >= 0 or None, got {num_gated}")
+    return num_blocks - min(num_gated, num_blocks)
+
+
+def _decision_cells(row: Sequence[int], gated_from: int) -> list[str]:
+    return [NOT_GATED_MARK if i < gated_from else ("X" if r else ".") for i, r in enumerate(row)]
+
+
+def _probability_cell(p: float) -> str:
+    return f"{p:.2f}{TIE_MARK}" if abs(p - 0.5) < TIE_TOLERANCE else f"{p:.2f}"
+
+
+def _probability_cells(probs: Sequence[float], gated_from: int) -> list[str]:
+    return [NOT_GATED_MARK if i < gated_from else _probability_cell(p) for i, p in enumerate(probs)]
+
+
+def _executed(row: Sequence[int], gated_from: int) -> int:
+    """Blocks that run: the not-yet-gated ones always, the gated ones where the policy says so."""
+    return gated_from + sum(row[gated_from:])
+
+
+def _expected(probs: Sequence[float], gated_from: int) -> float:
+    return gated_from + math.fsum(probs[gated_from:])
+
+
+def _legend(rows: Any, probs: Any, gated_from: int, num_blocks: int) -> list[str]:
+    """The lines that say what every mark of the grid means."""
+    lines = []
+    if rows is not None:
+        lines.append("X = execute the block, . = skip it")
+    if probs is not None:
+        lines.append(f"p = execute probability, {TIE_MARK} = a tie (p within {TIE_TOLERANCE} of 0.5)")
+        lines.append(EXECUTE_RULE)
+    if gated_from > 0:
+        gated = f"block {gated_from} is" if gated_from == num_blocks - 1 \
+            else f"blocks {gated_from}-{num_blocks - 1} are"
+        lines.append(f"{NOT_GATED_MARK} = not gated yet, always executed (curriculum: only {gated} gated so far, "
+                     f"of blocks 0-{num_blocks - 1})")
+    return lines
+
+
+def _idle_task_names(names: Sequence[str], rows: Any, probs: Any, gated_from: int) -> list[str]:
+    """Tasks that execute none of the gated blocks (most likely none, for probabilities only)."""
+    if rows is not None:
+        return [n for t, n in enumerate(names) if not any(rows[t][gated_from:])]
+    return [n for t, n in enumerate(names) if max(probs[t][gated_from:]) < 0.5]
+
+
 def format_policy_table(policies: Sequence[torch.Tensor] | None, tasks: Sequence[str] | None = None,
-                        probabilities: Sequence[Any] | None = None) -> str:
-    """A task x block grid: `X` = execute, `.` = skip; optionally each block's execute probability."""
+                        probabilities: Sequence[Any] | None = None, num_gated: int | None = None) -> str:
+    """A task x block grid: `X` = execute, `.` = skip; optionally each block's execute probability.
+
+    The last column counts the blocks that run: `executed 3/4` for a policy, `expected 2.0 of 4` for
+    probabilities (labelled when both are shown; the header names it when only one is). `num_gated`
+    (the curriculum window, None = every block) shows the blocks not gated yet as `+`: they always run.
+    """
     if policies is None and probabilities is None:
         raise ValueError("format_policy_table needs policies, probabilities, or both")
     count = len(policies) if policies is not None else len(probabilities)
@@ -502,27 +580,32 @@ def format_policy_table(policies: Sequence[torch.Tensor] | None, tasks: Sequence
     num_blocks = len((rows or probs)[0])
     if any(len(r) != num_blocks for r in (rows or []) + (probs or [])):
         raise ValueError("every task must have the same number of blocks")
-    cell = 5 if probs is not None else 3
-    label_width = max(len("block"), len("p(execute)") if probs is not None else 0, *(len(n) for n in names)) + 2
+    gated_from = _gated_from(num_blocks, num_gated)
+    both = rows is not None and probs is not None
+    cell = 6 if probs is not None else 3  # room for "0.50?"
+    label_width = max(len("block"), len(P_LABEL) if both else 0, *(len(n) for n in names)) + 2
 
     def line(label: str, cells: list[str], tail: str = "") -> str:
-        return label.ljust(label_width) + "".join(c.rjust(cell) for c in cells) + tail
+        return (label.ljust(label_width) + "".join(c.rjust(cell) for c in cells) + tail).rstrip()
 
-    out = [line("block", [str(i) for i in range(num_blocks)], "   execute")]
+    header_tail = "" if both else ("   executed" if rows is not None else "   expected executions")
+    out = [line("block", [str(i) for i in range(num_blocks)], header_tail)]
     for t, name in enumerate(names):
         if rows is not None:
-            out.append(line(name, ["X" if r else "." for r in rows[t]], f"   {sum(rows[t])}/{num_blocks}"))
+            executed = f"{_executed(rows[t], gated_from)}/{num_blocks}"
+            out.append(line(name, _decision_cells(rows[t], gated_from),
+                            f"   executed {executed}" if both else f"   {executed}"))
         if probs is not None:
-            label = "  p(execute)" if rows is not None else name
-            tail = f"   {sum(probs[t]):.1f}/{num_blocks} expected"
-            out.append(line(label, [f"{p:.2f}" for p in probs[t]], tail))
+            expected = f"{_expected(probs[t], gated_from):.1f} of {num_blocks}"
+            out.append(line(P_LABEL if both else name, _probability_cells(probs[t], gated_from),
+                            f"   expected {expected}" if both else f"   {expected}"))
     if rows is not None and len(rows) > 1:
-        out.append(line("#tasks", [str(sum(r[i] for r in rows)) for i in range(num_blocks)]))
-    if rows is not None:
-        out.append("X = execute the block, . = skip it")
-    idle = [n for t, n in enumerate(names) if (not any(rows[t]) if rows is not None else max(probs[t]) < 0.5)]
+        out.append(line("#tasks", [str(len(rows) if i < gated_from else sum(r[i] for r in rows))
+                                   for i in range(num_blocks)]))
+    out += _legend(rows, probs, gated_from, num_blocks)
+    idle = _idle_task_names(names, rows, probs, gated_from) if gated_from < num_blocks else []
     if idle:
-        out.append(idle_task_warning(idle, num_blocks, sampled=rows is not None))
+        out.append(idle_task_warning(idle, num_blocks - gated_from, sampled=rows is not None))
     return "\n".join(out)
 
 
@@ -533,11 +616,12 @@ def idle_tasks(policies: Sequence[torch.Tensor], tasks: Sequence[str] | None = N
 
 
 def idle_task_warning(names: Sequence[str], num_blocks: int, sampled: bool = True) -> str:
-    """One line for tasks that skip every gated block (README: "A task that executes no block")."""
+    """One line for tasks that skip every gated block (docs/getting_started.md, "A task that executes no block")."""
     verb = "executes" if sampled else "most likely executes (every p < 0.5)"
-    return (f"warning: {', '.join(names)} {verb} none of the {num_blocks} gated blocks: only the stem, the "
+    blocks = f"the {num_blocks} gated block" if num_blocks == 1 else f"the {num_blocks} gated blocks"
+    return (f"warning: {', '.join(names)} {verb} none of {blocks}: only the stem, the "
             f"always-executed modules (ungated blocks, projections) and the task head serve it, so expect a much lower score; learn the policy longer or use "
-            f"another seed (README: A task that executes no block)")
+            f"another seed (docs/getting_started.md: A task that executes no block)")
 
 
 def policy_source_path(path: str) -> str:

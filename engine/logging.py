@@ -85,9 +85,24 @@ class RunLogger:
             self._append(f"# {stamp} {text}\n")
 
     def write_options(self, text: str) -> None:
-        """Write `opt.txt` (atomically) with the rendered options."""
-        if self.enabled:
-            atomic_write_text(self.options_file, text)
+        """Write `opt.txt` (atomically) with the rendered options.
+
+        The dated `# changed at iteration N ...` lines already in the file are kept (after the options,
+        before the new ones): policy learning and each retraining write the same opt.txt, and a later
+        command must not erase the history of an earlier one (docs/reliability.md)."""
+        if not self.enabled:
+            return
+        kept: list[str] = []
+        if os.path.isfile(self.options_file):
+            with open(self.options_file, encoding="utf-8") as handle:
+                new_lines = set(text.splitlines())
+                kept = [line for line in handle.read().splitlines()
+                        if line.startswith("# changed at iteration ") and line not in new_lines]
+        if kept:
+            options = [line for line in text.splitlines() if not line.startswith("# ")]
+            history = [line for line in text.splitlines() if line.startswith("# ")]
+            text = "\n".join(options + kept + history) + "\n"
+        atomic_write_text(self.options_file, text)
 
     def log_scalars(self, tag_prefix: str, values: Mapping[str, Any], iteration: int) -> None:
         """Tensorboard scalars `<tag_prefix>/<key>[/<subkey>]` (no text line)."""

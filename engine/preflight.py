@@ -74,3 +74,13 @@ def check_eval_item(dataset: Dataset, split: str) -> None:
     if len(dataset) == 0:
         raise PreflightError(f"split '{split}' has no items")
     dataset[0]  # raises a one-line error naming the file (eval size, labels, format)
+
+
+def check_checkpoints(needed: Iterable[tuple[Iterable[str], str]]) -> None:
+    """Each entry (paths, hint): at least one of `paths` exists, else the checkpoint error with the hint
+    (the same message the run would give later, given before anything is written)."""
+    from engine.checkpoint import CheckpointNotFoundError
+    for paths, hint in needed:
+        paths = list(paths)
+        if not any(os.path.isfile(p) for p in paths):
+            raise CheckpointNotFoundError(paths, hint=hint)

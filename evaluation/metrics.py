@@ -13,6 +13,7 @@ and read back once in `compute()`.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
@@ -141,23 +142,29 @@ class _BatchMean:
 
     def reset(self) -> None:
         self.weighted_sum: torch.Tensor | float = 0.0  # Σ value_b·bs_b
-        self.batch_total = 0  # Σ bs_b
+        self.batch_total: torch.Tensor | int = 0  # Σ bs_b
         self.numerator: torch.Tensor | float = 0.0
         self.denominator: torch.Tensor | float = 0.0
 
-    def update(self, numerator: torch.Tensor, denominator: torch.Tensor, batch_size: int) -> None:
+    def update(self, numerator: torch.Tensor, denominator: torch.Tensor, batch_size: int | torch.Tensor,
+               skip_empty: bool = False) -> None:
+        """`batch_size` may be a device tensor (a weight without a host sync). `skip_empty`: a batch without a
+        valid pixel (denominator 0, weight 0) adds nothing instead of NaN."""
         numerator = numerator.double()
         denominator = denominator.double()
-        # 0/0 gives NaN for an empty batch, as in the original (torch division, no guard).
-        self.weighted_sum = self.weighted_sum + numerator / denominator * batch_size
-        self.batch_total += batch_size
+        value = numerator / denominator
+        if skip_empty:
+            value = torch.where(denominator > 0, value, torch.zeros_like(value))
+        # Otherwise 0/0 gives NaN for an empty batch, as in the original (torch division, no guard).
+        self.weighted_sum = self.weighted_sum + value * batch_size
+        self.batch_total = self.batch_total + batch_size
         self.numerator = self.numerator + numerator
         self.denominator = self.denominator + denominator
 
     def compute(self) -> float:
         if self.pixel_pooled:
             return _ratio(float(self.numerator), float(self.denominator))
-        return _ratio(float(self.weighted_sum), self.batch_total)
+        return _ratio(float(self.weighted_sum), float(self.batch_total))
 
 
 class SegMetric:
@@ -331,8 +338,36 @@ class NormalMetric:
         return result
 
 
+# Items whose depth ground truth had no valid pixel, already named in a warning (once per process, as the
+# loaders' warnings about non-finite files).
+_WARNED_EMPTY_DEPTH: set[str] = set()
+
+
+def _item_names(names: Any, count: int) -> list[str] | None:
+    """The batch's item names (`batch['name']`: a list of file names, or one name unbatched), or None."""
+    if isinstance(names, str):
+        names = [names]
+    if isinstance(names, (list, tuple)) and len(names) == count:
+        return [str(n) for n in names]
+    return None
+
+
+def _warn_empty_depth(names: Sequence[str]) -> None:
+    fresh = [n for n in names if n not in _WARNED_EMPTY_DEPTH]
+    for name in fresh:
+        _WARNED_EMPTY_DEPTH.add(name)
+        print(f"warning: the depth ground truth of item {name} has no valid pixel (NaN/inf or no depth): the item "
+              f"is left out of the depth metrics", file=sys.stderr, flush=True)
+
+
 class DepthMetric:
-    """Depth: abs/rel errors (per batch or pooled) and sigma thresholds (pixel-pooled)."""
+    """Depth: abs/rel errors (per batch or pooled) and sigma thresholds (pixel-pooled).
+
+    A non-finite ground-truth pixel is invalid. An image without any valid pixel (e.g. a depth file of
+    NaNs, which the loaders turn into zeros) is left out: it adds no weight to the per-batch means, so
+    one such image does not make abs_err/rel_err NaN for the whole split (the original's 0/0). Images
+    with valid pixels are evaluated exactly as before.
+    """
 
     def __init__(self, dataset: str, protocol: MetricProtocol = MetricProtocol(), extras: bool = False):
         self.dataset = check_dataset(dataset)
@@ -348,29 +383,48 @@ class DepthMetric:
         self.sq_err_sum: torch.Tensor | float = 0.0
         self.within: list[torch.Tensor | int] = [0, 0, 0]
         self.num_batches = 0
+        # (names, [B] bool "no valid pixel") per batch with names: resolved in compute(), so that
+        # update() stays free of host syncs.
+        self.empty_items: list[tuple[list[str], torch.Tensor]] = []
 
     def valid_mask(self, gt: torch.Tensor, depth_mask: torch.Tensor | None) -> torch.Tensor:
+        finite = torch.isfinite(gt).all(dim=1, keepdim=True)  # NaN fails `> DEPTH_MIN`, but inf passes it
         if self.dataset == "Taskonomy":
             if depth_mask is None:
                 raise ValueError("DepthMetric: Taskonomy needs the batch key 'depth_mask'")
             depth_mask = _as_nchw(depth_mask, "depth_mask").to(gt.device, non_blocking=True)
-            return (gt != PAD_VALUE) & (depth_mask == 1)
-        return gt.sum(dim=1, keepdim=True) > DEPTH_MIN
+            return (gt != PAD_VALUE) & (depth_mask == 1) & finite
+        return (gt.sum(dim=1, keepdim=True) > DEPTH_MIN) & finite
+
+    def _batch_weight(self, valid: torch.Tensor, batch_size: int, names: Any) -> torch.Tensor:
+        """The batch's weight in the per-batch means: its images that have a valid pixel (all of them,
+        normally: then exactly batch_size, as the original)."""
+        empty = ~valid.flatten(1).any(dim=1)
+        kept = valid.shape[0] - empty.sum()
+        listed = _item_names(names, valid.shape[0])
+        if listed is not None:
+            self.empty_items.append((listed, empty.detach()))
+        return kept.double() * batch_size / valid.shape[0]
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, gt: torch.Tensor, depth_mask: torch.Tensor | None = None,
-               batch_size: int | None = None) -> None:
-        """Add one batch: `pred` [B,1,h,w] (upsampled to gt), `gt` [B,1,H,W] (+ Taskonomy `depth_mask`)."""
+               batch_size: int | None = None, names: Sequence[str] | str | None = None) -> None:
+        """Add one batch: `pred` [B,1,h,w] (upsampled to gt), `gt` [B,1,H,W] (+ Taskonomy `depth_mask`).
+
+        `names` (the batch's item file names) let compute() warn once naming each item without a valid pixel.
+        """
         pred, gt, batch_size = _single_channel_inputs("DepthMetric", "depth", pred, gt, batch_size, self.protocol)
         valid = self.valid_mask(gt, depth_mask)
         count = valid.sum()
+        weight = self._batch_weight(valid, batch_size, names)
         f64 = torch.float64
         zero = torch.zeros((), dtype=f64, device=pred.device)
         diff = pred - gt
         abs_diff = diff.abs()
-        self.abs_err.update(torch.where(valid, abs_diff, zero).sum(dtype=f64), count, batch_size)
-        self.rel_err.update(torch.where(valid, abs_diff / gt, zero).sum(dtype=f64), count, batch_size)
-        self.sq_rel_err.update(torch.where(valid, diff.square() / gt, zero).sum(dtype=f64), count, batch_size)
+        self.abs_err.update(torch.where(valid, abs_diff, zero).sum(dtype=f64), count, weight, skip_empty=True)
+        self.rel_err.update(torch.where(valid, abs_diff / gt, zero).sum(dtype=f64), count, weight, skip_empty=True)
+        self.sq_rel_err.update(torch.where(valid, diff.square() / gt, zero).sum(dtype=f64), count, weight,
+                               skip_empty=True)
         # max(p/g, g/p) exactly as the original: a negative prediction gives a negative ratio, which passes
         # every threshold (quirk). sigma_positive_only puts a prediction <= 0 outside them (Eigen et al.).
         ratio = torch.maximum(pred / gt, gt / pred)
@@ -382,8 +436,13 @@ class DepthMetric:
         self.count = self.count + count
         self.num_batches += 1
 
+    def skipped_items(self) -> list[str]:
+        """Names of the items left out because their ground truth has no valid pixel (named batches only)."""
+        return [name for names, empty in self.empty_items for name, skip in zip(names, empty.tolist()) if skip]
+
     def compute(self) -> dict[str, float]:
         _require_updates(self.num_batches, "DepthMetric")
+        _warn_empty_depth(self.skipped_items())
         count = int(self.count)
         result = {"abs_err": self.abs_err.compute(), "rel_err": self.rel_err.compute()}
         for k, name in enumerate(("sigma_1.25", "sigma_1.25^2", "sigma_1.25^3")):
@@ -473,7 +532,7 @@ class MultiTaskMetrics:
             if self.kinds[task] == "sn":
                 metric.update(pred, gt)
             elif self.kinds[task] == "depth":
-                metric.update(pred, gt, batch.get("depth_mask"), batch_size=batch_size)
+                metric.update(pred, gt, batch.get("depth_mask"), batch_size=batch_size, names=batch.get("name"))
             else:
                 metric.update(pred, gt, batch_size=batch_size)
 
@@ -597,3 +656,16 @@ def score(val_metrics: Mapping[str, Mapping[str, float]], refer_metrics: Mapping
                 ratio = value / ref
             total += ratio / len(common)
     return total
+
+
+def seg_classes(opt: dict) -> int | None:
+    """C, the number of segmentation classes, or None without a seg task."""
+    if 'seg' not in opt['tasks']:
+        return None
+    return int(opt['tasks_num_class'][opt['tasks'].index('seg')])
+
+
+def reference_for(opt: dict) -> dict:
+    """The reference metrics the validation score is computed against (docs/original.md §6)."""
+    return reference_metrics(opt['dataload']['dataset'], opt['tasks'], seg_classes(opt),
+                             bool(opt['dataload'].get('small_res', False)))

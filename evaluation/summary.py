@@ -17,10 +17,13 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
+from utils.commands import command
+
 RESULT_PATTERN = re.compile(r'test_metrics_exp(\d+)\.json')
 # Top-level keys of a test.py JSON that are not task metric tables (only task names hold metrics; these are
 # listed so that a reader knows what else a result file carries).
-NON_METRIC_KEYS = ('policy', 'val_score', 'architecture', 'model_size', 'run_complete', 'undefined_metrics')
+NON_METRIC_KEYS = ('policy', 'val_score', 'architecture', 'model_size', 'run_complete', 'undefined_metrics',
+                   'policy_from_unfinished_run')
 STD_KIND = 'sample standard deviation (ddof=1) over the runs; none for a single run'
 SCORE_FROM_JSON = 'val_score key of the test JSON'
 SCORE_COMPUTED = 'score(metrics, reference_metrics) computed from the config'
@@ -400,7 +403,8 @@ def result_path(result_dir: str, exp_name: str, exp_id: int) -> str:
 
 
 def _test_command(config: str, exp_id: int | str) -> str:
-    return f'python test.py --config {config} --gpus -1 --exp_ids {exp_id}'
+    """The test.py command of one exp_id, runnable from the current directory (not only from the root)."""
+    return command('test.py', '--config', config, '--gpus', -1, '--exp_ids', exp_id)
 
 
 def find_results(result_dir: str, exp_name: str, exp_ids: Sequence[int] | None, config: str) -> dict[int, str]:
@@ -434,7 +438,7 @@ def find_results(result_dir: str, exp_name: str, exp_ids: Sequence[int] | None, 
 
 def score_reference(opt: dict) -> dict | None:
     """The score's reference metrics for this config, or None when there is no table for it."""
-    from engine.training import reference_for
+    from evaluation.metrics import reference_for
     try:
         return reference_for(opt)
     except ValueError:

@@ -41,6 +41,16 @@ LOWER_IS_BETTER = {'err', 'Angle Mean', 'Angle Median', 'Angle RMSE', 'abs_err',
 PHASE_COLOURS = {'warmup': '#7f7f7f', 'weights': '#1f77b4', 'policy': '#ff7f0e', 'val': '#2ca02c'}
 RUN_COLOURS = ('#9467bd', '#d62728', '#8c564b', '#e377c2', '#bcbd22', '#17becf')  # tab10 minus the above
 LOSS_LINE = re.compile(r'^iter\s+(-?\d+)\s+\|\s*(\S+)\s*\|(.*)$')
+# Figure titles in words, for a reader of the paper rather than of loss.txt's `seg/total` tags.
+TASK_WORDS = {'seg': 'segmentation', 'sn': 'surface normal', 'depth': 'depth', 'keypoint': 'keypoint',
+              'edge': 'edge'}
+LOSS_WORDS = {
+    'total': 'total loss (task losses and regularisers)',
+    'sparsity': 'sparsity regulariser',
+    'hamming': 'sharing regulariser (Hamming)',
+    'orthogonality': 'orthogonality penalty',
+}
+POLICY_TITLE = 'execute probability per task and block'
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -157,7 +167,7 @@ def plot_policy(probabilities: Sequence[Any], tasks: Sequence[str], path: str,
     ax.set_yticks(range(num_tasks), tasks)
     ax.set_xticks(blocks, [str(b) for b in blocks], fontsize=8)
     ax.set_xlabel('gated residual block')
-    ax.set_title('execute probability  softmax(logits)[:, 0]', fontsize=10)
+    ax.set_title(POLICY_TITLE, fontsize=10)
     ax.tick_params(length=0)
     # The colourbar sits in an inset beside the heatmap, so that the decision panel below keeps the same
     # width and its blocks line up with the heatmap's cells.
@@ -337,10 +347,26 @@ def _phase_colour(phase: str, runs: Sequence[str]) -> str:
     return RUN_COLOURS[others.index(run) % len(RUN_COLOURS)] if run in others else RUN_COLOURS[0]
 
 
+def loss_title(tag: str) -> str:
+    """A loss.txt tag in words: `seg/total` -> `segmentation loss`, `sparsity/task2` -> `sparsity regulariser,
+    task 2`; an unknown tag stays as it is."""
+    group, _, part = tag.partition('/')
+    if group in TASK_WORDS and part == 'total':
+        return f'{TASK_WORDS[group]} loss'
+    if group not in LOSS_WORDS:
+        return tag
+    task = re.fullmatch(r'task(\d+)', part)
+    if task:
+        return f'{LOSS_WORDS[group]}, task {task.group(1)}'
+    return LOSS_WORDS[group] if part in ('total', '') else f'{LOSS_WORDS[group]}, {part}'
+
+
 def _metric_title(tag: str) -> str:
-    name = tag.split('/', 1)[-1]
-    arrow = ' (higher is better)' if name in HIGHER_IS_BETTER else ' (lower is better)' if name in LOWER_IS_BETTER else ''
-    return f'val {tag}{arrow}'
+    """`seg/mIoU` -> `segmentation mIoU (validation, higher is better)`."""
+    group, _, name = tag.partition('/')
+    task = TASK_WORDS.get(group, group)
+    arrow = ', higher is better' if name in HIGHER_IS_BETTER else ', lower is better' if name in LOWER_IS_BETTER else ''
+    return f'{task} {name} (validation{arrow})' if name else f'{tag} (validation)'
 
 
 def _maybe_log_scale(ax: Any, values: list[np.ndarray]) -> None:
@@ -396,7 +422,7 @@ def plot_training_curves(loss_txt_path: str, path: str, writer: Any = None, step
                                     label=phase)
             legend.setdefault(phase, handle)
         _maybe_log_scale(ax, plotted)
-        ax.set_title(tag_name, fontsize=10)
+        ax.set_title(loss_title(tag_name), fontsize=10)
         ax.set_xlabel('iteration', fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)

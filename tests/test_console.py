@@ -5,7 +5,7 @@ import os
 import torch
 
 from engine import checkpoint as C
-from engine import training as T
+from engine import resume as T
 from engine.console import Progress, closing_summary, files_written, format_bytes, format_duration, format_metrics
 
 
@@ -81,7 +81,7 @@ def test_policy_table_and_warning_name_a_task_that_executes_no_block():
     table = C.format_policy_table(policies, ['seg', 'sn'])
     assert 'sn       .  .  .  .   0/4' in table
     assert table.splitlines()[-1].startswith('warning: sn executes none of the 4 gated blocks')
-    assert 'another seed' in table and 'README: A task that executes no block' in table
+    assert 'another seed' in table and 'docs/getting_started.md: A task that executes no block' in table
     assert 'warning' not in C.format_policy_table(policies[:1], ['seg'])
     probs = C.format_policy_table(None, ['seg', 'sn'], probabilities=[torch.tensor([0.6, 0.4]),
                                                                       torch.tensor([0.3, 0.2])])

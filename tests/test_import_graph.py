@@ -135,3 +135,18 @@ def test_library_modules_are_not_commands(module):
     assert "__name__ == '__main__'" not in source and '__name__ == "__main__"' not in source, \
         f'{path}: library modules have no __main__; commands live in tools/'
     assert not os.path.basename(path) == '__main__.py', path
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Top-level folder -> the top-level folders it imports (the layering docs/layout.md draws)."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        source = module.split('.')[0]
+        graph.setdefault(source, set()).update(t.split('.')[0] for t in targets if t.split('.')[0] != source)
+    return graph
+
+
+def test_layering_of_docs_layout():
+    graph = package_graph()
+    assert 'envs' not in graph['engine'], 'engine/ drives an env it is handed; it never imports envs/'
+    assert graph['models'] <= {'utils'} and graph['utils'] == set() and graph['dataloaders'] == set()

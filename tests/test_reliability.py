@@ -16,7 +16,8 @@ import yaml
 
 from _pipeline import ROOT, load_script, make_nyu, tiny_yaml
 from engine import checkpoint as C
-from engine import training as T
+from engine import resume, validation
+from engine.run import claim_folder, release_folder
 from config import config_changes, load_config
 
 PY_ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
@@ -104,7 +105,7 @@ def test_retraining_resume_with_changed_config_is_refused(trained, tmp_path, nyu
     assert run('re-train.py', config, kill_at=4).returncode == -9  # interrupted: its resume state (at 3) stays
     assert (exp_dir(tmp_path, opt) / 'retrain000_policyIterbest_resume_state.pth.tar').exists()
     changed, _ = tiny_yaml(tmp_path, nyu_root, retrain_total_iters=6, lr=0.01)
-    with pytest.raises(T.ConfigChangedError, match='train.lr: 0.001 → 0.01'):
+    with pytest.raises(resume.ConfigChangedError, match='train.lr: 0.001 → 0.01'):
         retrain.main(['--config', changed, '--gpus', '-1'])
     same, _ = tiny_yaml(tmp_path, nyu_root, retrain_total_iters=6)  # unchanged: resumes and finishes
     assert retrain.main(['--config', same, '--gpus', '-1']) == 0
@@ -234,7 +235,7 @@ def test_retraining_without_a_finite_validation_score_fails(trained, tmp_path, n
     monkeypatch.setattr(AdaShareEnv, 'validate', lambda self, *a, **k: {'depth': {'abs_err': float('nan')}})
     monkeypatch.setattr(AdaShareEnv, 'validate_retrain', lambda self, *a, **k: {'depth': {'abs_err': float('nan')}},
                         raising=False)
-    with pytest.raises(T.NoFiniteValidationError, match=r"none of the 1 validation\(s\) gave a finite score "
+    with pytest.raises(validation.NoFiniteValidationError, match=r"none of the 1 validation\(s\) gave a finite score "
                                                         r"\(depth/abs_err = nan\).*split 'test'"):
         load_script('re-train.py').main(['--config', config, '--gpus', '-1', '--fresh'])
 
@@ -371,8 +372,8 @@ def test_temp_files_of_killed_saves_are_removed_at_the_next_start(tmp_path, caps
     live = folder / f'.other_model.pth.tar.{os.getpid()}.0123abcd.tmp'  # a live process's save: kept
     live.write_bytes(b'')
     opt = {'exp_name': 'exp', 'paths': {'checkpoint_dir': str(tmp_path / 'checkpoint_dir')}}
-    T.claim_folder(opt, None, ['train_policy'], 'test')
-    T.release_folder()
+    claim_folder(opt, None, ['train_policy'], 'test')
+    release_folder()
     assert f'removed 1 leftover temp file(s) of interrupted saves: {leftover[0]}' in capsys.readouterr().out
     assert sorted(os.listdir(folder)) == [live.name]
 
@@ -441,3 +442,90 @@ def test_train_policy_refuses_exp_ids(tmp_path, nyu_root, capsys):
     with pytest.raises(SystemExit):
         load_script('train_policy.py').main(['--config', config, '--gpus', '-1', '--exp_ids', '3'])
     assert '--exp_ids is for re-train.py and test.py' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the house's fault battery (issue 23)
+def _with_top_level(config, **changes):
+    """The yaml at `config` with top-level keys changed (tiny_yaml changes only train.*)."""
+    with open(config) as f:
+        opt = yaml.safe_load(f)
+    opt.update(changes)
+    with open(config, 'w') as f:
+        yaml.safe_dump(opt, f)
+    return config
+
+
+@pytest.mark.slow
+def test_latest_is_the_final_iteration_and_a_changed_network_is_one_line(trained, tmp_path, nyu_root):
+    # total_iters 26 is no multiple of val_freq 3: `latest` is still the final iteration
+    _, opt = tiny_yaml(tmp_path, nyu_root)
+    assert C.load_checkpoint(str(trained / 'checkpoint_dir' / opt['exp_name'] / 'latest_model.pth.tar'))['iter'] == 26
+    # a retraining interrupted at iteration 4 resumed with another backbone: one line naming the key
+    config, opt = copy_run(trained, tmp_path, nyu_root, retrain_total_iters=6)
+    assert run('re-train.py', config, kill_at=4).returncode == -9
+    _with_top_level(config, backbone='ResNet18')
+    with pytest.raises(resume.ConfigChangedError) as caught:
+        load_script('re-train.py').main(['--config', config, '--gpus', '-1', '--resume_with_changes'])
+    message = str(caught.value)
+    assert '\n' not in message and 'backbone: ' in message and "'ResNet10' → 'ResNet18'" in message
+    assert '--fresh' in message
+
+
+@pytest.mark.slow
+def test_retraining_keeps_the_history_of_opt_txt(trained, tmp_path, nyu_root):
+    config, opt = copy_run(trained, tmp_path, nyu_root, retrain_total_iters=3)
+    options = exp_dir(tmp_path, opt, 'log_dir') / 'opt.txt'
+    line = '# changed at iteration 5 on 2026-12-01T10:00:00+00:00: train.lr: 0.001 → 0.002'
+    options.write_text(options.read_text() + line + '\n')
+    assert load_script('re-train.py').main(['--config', config, '--gpus', '-1']) == 0
+    text = options.read_text()
+    assert line in text.splitlines() and 'train.lr: ' in text  # the options are rewritten, the history kept
+
+
+@pytest.mark.slow
+def test_results_from_unfinished_runs_are_marked(trained, tmp_path, nyu_root, capsys):
+    config, opt = copy_run(trained, tmp_path, nyu_root, retrain_total_iters=3)
+    folder = exp_dir(tmp_path, opt)
+    # a policy sampled from an unfinished policy-learning run (--allow_unfinished)
+    state = C.load_checkpoint(str(folder / 'latest_model.pth.tar'))
+    state['state']['current_iter'] = 12
+    torch.save(state, folder / 'resume_state.pth.tar')
+    assert load_script('re-train.py').main(['--config', config, '--gpus', '-1', '--allow_unfinished']) == 0
+    done = json.loads((folder / 'retrain000_policyIterbest_run_complete.json').read_text())
+    assert done['config']['policy_from_unfinished_run']['run_iteration'] == [12, 26]  # in the run record
+    tester = load_script('test.py')
+    capsys.readouterr()
+    assert tester.main(['--config', config, '--gpus', '-1']) == 0
+    result_file = exp_dir(tmp_path, opt, 'result_dir') / 'test_metrics_exp000.json'
+    result = json.loads(result_file.read_text())
+    assert result['run_complete'] is False and result['policy_from_unfinished_run']['run_iteration'] == [12, 26]
+    assert 'sampled from an unfinished policy-learning run (iteration 12 of 26)' in capsys.readouterr().out
+    # a truncated retraining resume state: unfinished, never reported like a released checkpoint
+    (folder / 'resume_state.pth.tar').unlink()
+    os.remove(folder / f'policyIterbest_rs{opt["seed"][0]:04d}.source.json')
+    state_file = folder / 'retrain000_policyIterbest_resume_state.pth.tar'
+    state_file.write_bytes((folder / 'retrain000_policyIterbest_latest_model.pth.tar').read_bytes()[:1000])
+    assert tester.main(['--config', config, '--gpus', '-1']) == 0
+    assert json.loads(result_file.read_text())['run_complete'] is False
+    assert 'cannot be read (truncated or corrupt)' in capsys.readouterr().out
+
+
+def test_missing_checkpoints_are_found_with_the_start_up_checks(tmp_path, nyu_root, capsys):
+    config, opt = tiny_yaml(tmp_path, nyu_root)
+    with pytest.raises(C.CheckpointNotFoundError, match=r'(?s)retrain000_policyIterbest_best_model.*re-train.py '
+                                                        r'--config .*--exp_ids 0.*released.*docs/released.md'):
+        load_script('test.py').main(['--config', config, '--gpus', '-1'])
+    with pytest.raises(C.CheckpointNotFoundError, match=r'(?s)best_model.pth.tar.*train_policy.py --config '):
+        load_script('re-train.py').main(['--config', config, '--gpus', '-1'])
+    assert 'start-up checks passed' not in capsys.readouterr().out
+    assert _nothing_written(tmp_path, opt)
+
+
+def test_an_empty_split_is_not_told_to_shrink_the_batch(tmp_path, nyu_root):
+    root, index = _dataset_copy(tmp_path, nyu_root)
+    index['test'] = []
+    (root / 'nyu_v2_3task.json').write_text(json.dumps(index))
+    config, _ = tiny_yaml(tmp_path, root)
+    with pytest.raises(ValueError, match='the split is empty') as caught:
+        load_script('test.py').main(['--config', config, '--gpus', '-1'])
+    assert 'smaller' not in str(caught.value)

@@ -9,46 +9,144 @@ def test_design_card_folders_exist():
 
 
 def test_ci_runs_readme_commands():
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     for command in ["python -m pip install -r requirements.txt", "python -m pytest -q"]:
         assert command in readme and command in ci
 
 
-def test_readme_configuration_reference_is_in_sync_with_the_schema():
-    from config import readme_with_reference
-    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
-    assert readme == readme_with_reference(readme), 'run: python tools/config.py --update-readme'
+def _read(*parts):
+    return open(os.path.join(ROOT, *parts), encoding='utf-8').read()
 
 
-def test_readme_names_every_quirk_switch():
+def _documentation():
+    """README.md and every docs/*.md page, as {relative path: text}."""
+    names = ['README.md'] + sorted(os.path.join('docs', n) for n in os.listdir(os.path.join(ROOT, 'docs'))
+                                   if n.endswith('.md'))
+    return {name: _read(name) for name in names}
+
+
+def test_readme_is_a_front_page_and_every_page_links_back():
+    assert len(_read('README.md').splitlines()) <= 250
+    for name, text in _documentation().items():
+        if name != 'README.md':
+            head = '\n'.join(text.splitlines()[:8])
+            assert text.startswith('# ') and '](../README.md)' in head, f'{name}: a title, then a purpose line linking back'
+
+
+def test_configuration_reference_is_in_sync_with_the_schema():
+    from config.reference import REFERENCE_PAGE, with_reference
+    page = _read(REFERENCE_PAGE)
+    assert page == with_reference(page), 'run: python tools/config.py --update-reference'
+
+
+def test_differences_page_names_every_quirk_switch():
     from config import SCHEMA
-    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
-    differences = readme.split('## Differences from the original')[1].split('## Configuration reference')[0]
+    differences = _read('docs', 'differences.md').split('## Parity with the original')[0]
     for key in SCHEMA:
         if key.name.startswith('quirks.'):
             assert f'`{key.name}' in differences, key.name
 
 
-def _readme_commands():
-    """Every `python <file>.py` command the README documents (scripts and tools/)."""
+def _code(text):
+    """The code of a markdown text: fenced blocks and inline spans (which may wrap across lines)."""
     import re
-    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
-    return sorted(set(re.findall(r'python ((?:tools/)?[\w-]+\.py)\b', readme)))
+    fence = re.compile(r'^```[^\n]*\n(.*?)^```', flags=re.M | re.S)
+    return fence.findall(text) + re.findall(r'`([^`]+)`', fence.sub('', text))
 
 
-def test_every_documented_command_runs_from_another_folder(tmp_path):
+def _documented_commands():
+    """Every command README.md and docs/*.md show in code: `python <file>.py` (the scripts, tools/) and
+    `python -m <module>` (any module but pip and pytest), as {('file' or 'module', name): [page, ...]}."""
+    import re
+    found = {}
+    for name, text in _documentation().items():
+        for code in _code(text):
+            code = code.replace('\\\n', ' ')
+            for path in re.findall(r'(?:python3?|torchrun(?: --[\w-]+ \S+)*) ((?:tools/)?[\w-]+\.py)\b', code):
+                found.setdefault(('file', path), []).append(name)
+            for module in re.findall(r'python3? -m ([A-Za-z_][\w.]*)', code):
+                if module not in ('pip', 'pytest') and not module.endswith('.'):  # not `tools.<name>`
+                    found.setdefault(('module', module), []).append(name)
+    return found
+
+
+def test_every_documented_command_runs_from_the_root_and_from_another_folder(tmp_path):
+    """`--help` of every command the documentation shows: a file from the root as written and by its full path
+    from another folder; each tools/ command also as `python -m tools.<name>` from the root, as the README says."""
     import subprocess
     import sys
-    commands = _readme_commands()
-    assert {'train_policy.py', 're-train.py', 'test.py', 'tools/demo.py', 'tools/summary.py',
-            'tools/plots.py'} <= set(commands)
+    from concurrent.futures import ThreadPoolExecutor
+    commands = _documented_commands()
+    files = {name for kind, name in commands if kind == 'file'}
+    assert {'train_policy.py', 're-train.py', 'test.py', 'tools/demo.py', 'tools/summary.py', 'tools/plots.py',
+            'tools/config.py', 'tools/cpu_table.py'} <= files, files
+    runs = {}
+    for kind, name in commands:
+        pages = ', '.join(sorted(set(commands[(kind, name)])))
+        if kind == 'file':
+            runs[(f'python {name}', ROOT)] = ([sys.executable, name, '--help'], pages)
+            runs[(f'python {name}', str(tmp_path))] = ([sys.executable, os.path.join(ROOT, name), '--help'], pages)
+            if name.startswith('tools/'):
+                module = 'tools.' + name[len('tools/'):-len('.py')]
+                runs[(f'python -m {module}', ROOT)] = ([sys.executable, '-m', module, '--help'], pages)
+        else:
+            runs[(f'python -m {name}', ROOT)] = ([sys.executable, '-m', name, '--help'], pages)
     env = dict(os.environ, PYTHONPATH='')
-    running = {c: subprocess.Popen([sys.executable, os.path.join(ROOT, c), '--help'], cwd=tmp_path, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands}
-    for command, process in running.items():
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0 and 'usage:' in out, f'{command}: {err[-500:]}'
+
+    def run(item):
+        (command, cwd), (argv, pages) = item
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or 'usage:' not in done.stdout:
+            return f'{command} --help in {cwd} (shown in {pages}): exit {done.returncode}: {done.stderr.strip()[-300:]}'
+        return None
+
+    # Side by side, a few at a time: most --help import torch (seconds and ~0.7 GB each).
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        failures = [f for f in pool.map(run, sorted(runs.items())) if f]
+    assert not failures, '\n'.join(failures)
+
+
+def _slug(heading):
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    import re
+    text = re.sub(r'\[([^\]]*)\]\([^)]*\)', r'\1', heading.strip().lower())
+    return re.sub(r'[^\w\- ]', '', text).replace(' ', '-')
+
+
+def _anchors(text):
+    import re
+    text = re.sub(r'^```.*?^```', '', text, flags=re.M | re.S)
+    anchors, seen = set(), {}
+    for heading in re.findall(r'^#{1,6} (.+?)\s*#*$', text, flags=re.M):
+        slug = _slug(heading)
+        anchors.add(slug if slug not in seen else f'{slug}-{seen[slug]}')
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_every_relative_link_of_the_documentation_resolves():
+    import re
+    broken = []
+    for name, text in _documentation().items():
+        text = re.sub(r'^```.*?^```', '', text, flags=re.M | re.S)
+        text = re.sub(r'`[^`]*`', '', text)
+        for target in re.findall(r'\]\(([^)\s]+)(?:\s+"[^"]*")?\)', text):
+            if re.match(r'[a-z][a-z0-9+.-]*:', target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition('#')
+            full = os.path.normpath(os.path.join(ROOT, os.path.dirname(name), path)) if path else os.path.join(ROOT, name)
+            if not os.path.exists(full):
+                broken.append(f'{name}: {target} (no such file)')
+            elif anchor and full.endswith('.md') and anchor not in _anchors(open(full, encoding='utf-8').read()):
+                broken.append(f'{name}: {target} (no such section)')
+    assert not broken, 'broken links:\n' + '\n'.join(broken)
+
+
+def test_the_documentation_names_no_removed_command():
+    import re
+    hits = [f'{name}: {m}' for name, text in _documentation().items() for m in re.findall(r'-m utils\.[\w<>]+', text)]
+    assert not hits, hits
 
 
 def test_library_packages_hold_no_command_lines_and_the_old_names_are_gone():

@@ -8,7 +8,7 @@ from test_env import nyu_batch, tiny_opt
 from engine import speed
 from engine.checkpoint import load_checkpoint
 from config import load_config
-from engine.training import make_loader
+from engine.data import make_loader
 
 CPU = torch.device('cpu')
 OPTIONS = {

@@ -187,7 +187,7 @@ def test_same_seed_gives_identical_bytes_and_other_seeds_differ(tmp_path):
 
 def test_cli_writes_a_dataset_and_prints_throughput(tmp_path):
     out = tmp_path / "nyu"
-    result = subprocess.run([sys.executable, "-m", "dataloaders.synthetic", "--layout", "nyu_v2", "--out", str(out),
+    result = subprocess.run([sys.executable, "tools/synthetic_data.py", "--layout", "nyu_v2", "--out", str(out),
                              "--num-train", "3", "--num-test", "1", "--height", "24", "--width", "32",
                              "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -202,7 +202,7 @@ def test_cli_writes_a_dataset_and_prints_throughput(tmp_path):
     (["--layout", "nyu_v2", "--num-train", "1"], "num_train"),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "dataloaders.synthetic", "--out", str(tmp_path / "x"), *args],
+    result = subprocess.run([sys.executable, "tools/synthetic_data.py", "--out", str(tmp_path / "x"), *args],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr
 

@@ -1,8 +1,8 @@
-"""Validate a config and print its options, or print / update the README's configuration reference.
+"""Validate a config and print its options, or print / update the configuration reference (docs/config.md).
 
     python tools/config.py yamls/x.yml --script re-train    # validate a file, print the options
     python tools/config.py --markdown                       # the configuration reference
-    python tools/config.py --update-readme                  # rewrite it in README.md from the schema
+    python tools/config.py --update-reference               # rewrite it in docs/config.md from the schema
 
 Library: config/ (the schema, loading, validation).
 """
@@ -25,11 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('config', nargs='?', help='a YAML file to validate; prints its options')
     parser.add_argument('--script', choices=SCRIPTS, default='train_policy', help='validate for this script')
     parser.add_argument('--markdown', action='store_true', help='print the configuration reference')
-    parser.add_argument('--update-readme', action='store_true',
-                        help='rewrite the configuration reference in README.md from the schema')
+    parser.add_argument('--update-reference', '--update-readme', dest='update_readme', action='store_true',
+                        help='rewrite the configuration reference in docs/config.md from the schema')
     args = parser.parse_args(argv)
     if args.update_readme:
-        path = os.path.join(REPO_ROOT, 'README.md')
+        path = os.path.join(REPO_ROOT, 'docs', 'config.md')
         with open(path, encoding='utf-8') as f:
             text = f.read()
         new_text = readme_with_reference(text)

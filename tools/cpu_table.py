@@ -81,7 +81,7 @@ def _resolve(path: str) -> str:
 def quick_total_iters(raw: dict) -> int:
     """QUICK_TRAIN's total_iters, or enough alternation epochs past the "best" threshold for backbones with
     more gated blocks (train_policy.py saves a best only after blocks x curriculum_speed epochs)."""
-    from engine.training import best_threshold_blocks
+    from engine.validation import best_threshold_blocks
     epoch = QUICK_TRAIN['weight_iter_alternate'] + QUICK_TRAIN['alpha_iter_alternate']
     needed = QUICK_TRAIN['warm_up_iters'] + (best_threshold_blocks(raw) * int(raw.get('curriculum_speed', 1)) + 1) * epoch
     return max(QUICK_TRAIN['total_iters'], needed)
@@ -137,7 +137,7 @@ def _newer(path: str, than: str) -> bool:
 def plan(spec: dict, spec_path: str, seeds: int, gpus: str, out: str, force: bool) -> list[Step]:
     """Every command of the table, in order, with what each waits for."""
     from engine import checkpoint as C
-    from engine import training as T
+    from engine import resume as T
     from config import load_config
     from evaluation.summary import result_path
     exp_ids = [str(e) for e in range(seeds)]

@@ -49,7 +49,7 @@ def make_figures(opt: dict, exp_ids: list[int], figure_dir: str) -> list[str]:
     from envs import AdaShareEnv
     from engine import checkpoint as C
     from reporting import plots
-    from engine import training as T
+    from engine import data as T
 
     ckpt_dir = os.path.join(opt['paths']['checkpoint_dir'], opt['exp_name'])
     log_dir = os.path.join(opt['paths']['log_dir'], opt['exp_name'])

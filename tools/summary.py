@@ -16,10 +16,13 @@ from typing import Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evaluation.summary import format_summary, summarize_experiment  # noqa: E402
+from utils.commands import script_path  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python tools/summary.py', description=__doc__.splitlines()[0])
+    # The usage line names the script as it must be typed from here, not only from the repository root.
+    parser = argparse.ArgumentParser(prog=f'python {script_path("tools/summary.py")}',
+                                     description=__doc__.splitlines()[0])
     parser.add_argument('--config', required=True, help='the test yaml of the experiment (as for test.py)')
     parser.add_argument('--exp_ids', type=int, nargs='+', default=None,
                         help='runs to summarise (default: every test_metrics_exp*.json of the experiment)')

@@ -11,15 +11,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TextIO
 
 # Runnable as a file from any folder, as the training scripts are.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataloaders.synthetic import DEFAULT_SIZES, LAYOUTS, generate_dataset  # noqa: E402
+from utils.commands import script_path  # noqa: E402
+
+
+def show_bar(no_progress: bool, stream: TextIO | None = None) -> bool:
+    """Whether to draw the tqdm bar: only on a terminal, as engine.console.Progress does.
+
+    Redirected to a log file, tqdm's carriage-return redraws pile up into one unreadable line; there
+    the command prints one plain line when it starts and its closing line instead.
+    """
+    stream = sys.stderr if stream is None else stream
+    return not no_progress and _is_terminal(stream)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-like stream without isatty
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/synthetic_data.py",
+    parser = argparse.ArgumentParser(prog=f"python {script_path('tools/synthetic_data.py')}",
                                      description="Render a synthetic multi-task dataset in an AdaShare on-disk layout.")
     parser.add_argument("--layout", required=True, choices=LAYOUTS)
     parser.add_argument("--out", required=True, help="output folder (the dataset's dataroot)")
@@ -30,12 +49,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="default per layout: " + ", ".join(f"{k} {h}x{w}" for k, (h, w) in DEFAULT_SIZES.items()))
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bar (drawn only when stderr is a terminal; otherwise one plain "
+                             "start line)")
     args = parser.parse_args(argv)
+    bar = show_bar(args.no_progress)
+    if not bar and not args.no_progress:
+        print(f"rendering {args.layout} to {args.out} ...", file=sys.stderr, flush=True)
     try:
         stats = generate_dataset(args.layout, args.out, num_train=args.num_train, num_test=args.num_test,
                                  height=args.height, width=args.width, seed=args.seed,
-                                 progress=not args.no_progress, num_val=args.num_val)
+                                 progress=bar, num_val=args.num_val)
     except ValueError as error:
         parser.error(str(error))
     splits = ", ".join(f"{name} {count}" for name, count in stats["splits"].items())
