@@ -51,6 +51,20 @@ def execute_probabilities(logits: np.ndarray) -> np.ndarray:
     return weights[:, 0] / weights.sum(axis=1)
 
 
+DECIDED_MARGIN = 0.1
+
+
+def decided_fraction(probabilities: Sequence | np.ndarray, margin: float = DECIDED_MARGIN) -> float:
+    """Share of the execute probabilities (any shape) below `margin` or above 1 - `margin`: how far a policy
+    has decided (docs/known_answer.md, "The deciding schedule"); 0.5 everywhere gives 0."""
+    array = np.asarray(probabilities, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError('decided_fraction: no probabilities')
+    if not 0 < margin < 0.5:
+        raise ValueError(f'decided_fraction: margin must lie in (0, 0.5), got {margin}')
+    return float(np.mean((array < margin) | (array > 1 - margin)))
+
+
 def _probabilities(p: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     array = np.asarray(p, dtype=np.float64)
     if array.ndim != 1 or array.size == 0:
@@ -330,3 +344,95 @@ def known_answer_scores(tasks: Sequence[str], probabilities: Sequence | np.ndarr
         checks.append(Score(f'top-{k} sharing: unrelated − duplicate', subject, f'< 0 (holds if ≤ −{MIN_MARGIN})',
                             gap, gap_s, None if math.isnan(gap) else gap <= -MIN_MARGIN))
     return KnownAnswerScores(tasks, blocks, k, 0 if draws is None else draws.shape[0], checks, per_task, relations)
+
+
+# ------------------------------------------------------------------------------------------------ architectures
+# Any method's architecture as operators (docs/known_answer.md, "The comparison"): per task and gated block the
+# id of the operator the task runs there, SKIP where it runs none. AdaShare (and Random #1/#2, the "w/o"
+# ablations, Multi-Task): executed block b -> operator b, the one copy every executing task shares; Single-Task:
+# task t's private copy of block b -> operator b + P (t + 1); AutoMTL: per block its choice, the shared operator
+# (b), a task-specific one (b + P (t + 1)) or skip. Two tasks share a block when they run the same operator.
+SKIP = -1
+
+
+def adashare_operators(decisions: Sequence | np.ndarray) -> np.ndarray:
+    """[..., K, P] 0/1 execute decisions -> operators: b where executed, SKIP elsewhere."""
+    d = np.asarray(decisions)
+    blocks = np.broadcast_to(np.arange(d.shape[-1]), d.shape)
+    return np.where(d.astype(bool), blocks, SKIP).astype(np.int64)
+
+
+def private_operators(num_tasks: int, blocks: int) -> np.ndarray:
+    """[K, P] every task runs its own copy of every block (Single-Task): operator b + P (t + 1)."""
+    return np.arange(blocks)[None, :] + blocks * (np.arange(num_tasks)[:, None] + 1)
+
+
+def architecture_checks(tasks: Sequence[str], operators: Sequence | np.ndarray, relations: Relations = Relations(),
+                        top_k: int | None = None) -> list[Score]:
+    """The known answer's checks on architectures `operators` [S, K, P] (one per seed): every Score's
+    `samples` holds one value per architecture, `holds` judges their mean; `probability` is None.
+
+    Same definitions as the sampled columns of known_answer_scores, with "both execute" read as "both run the
+    same operator": decision agreement = share of blocks with the same operator (both skipping included),
+    top-k sharing = |A ∩ B| / |A ∪ B| of the operator sets of the top k blocks. For AdaShare's operators these
+    equal known_answer_scores' sampled values."""
+    tasks = list(tasks)
+    ops = np.asarray(operators, dtype=np.int64)
+    if ops.ndim != 3 or ops.shape[1] != len(tasks) or ops.shape[0] == 0:
+        raise ValueError(f'operators: expected [S >= 1, {len(tasks)}, P] for tasks {tasks}, got {list(ops.shape)}')
+    blocks = ops.shape[2]
+    k = default_top_k(blocks) if top_k is None else int(top_k)
+    top = _top(k, blocks)
+    relations = relations.present(tasks)
+    index = {task: i for i, task in enumerate(tasks)}
+    run = ops != SKIP
+
+    def ex(task):
+        return run[:, index[task]].sum(axis=1).astype(np.float64)
+
+    def ce(task):
+        return centre(run[:, index[task]].astype(np.int64))
+
+    def agree(a, b):
+        return (ops[:, index[a]] == ops[:, index[b]]).mean(axis=1)
+
+    def share(a, b):
+        values = []
+        for s in range(ops.shape[0]):
+            A = {int(o) for o in ops[s, index[a], top] if o != SKIP}
+            B = {int(o) for o in ops[s, index[b], top] if o != SKIP}
+            values.append(len(A & B) / len(A | B) if A | B else math.nan)
+        return np.asarray(values)
+
+    def score(name, subject, known, values, test):
+        values = [float(v) for v in values]
+        mean = _mean_of(values)
+        return Score(name, subject, known, None, values, None if math.isnan(mean) else bool(test(mean)))
+
+    checks: list[Score] = []
+    if relations.duplicate is not None:
+        a, b = relations.duplicate
+        checks.append(score('duplicate: decision agreement', f'{a}, {b}', f'= 1 (holds if ≥ {DUPLICATE_MIN_AGREEMENT})',
+                            agree(a, b), lambda m: m >= DUPLICATE_MIN_AGREEMENT))
+    high = list(relations.high_level)
+    if high:
+        high_ex = np.mean([ex(t) for t in high], axis=0)
+        high_ce = [_mean_of(v) for v in zip(*(ce(t) for t in high))]
+        for role, members in (('low-level', relations.low_level), ('unlearnable', relations.unlearnable)):
+            for task in members:
+                with np.errstate(invalid='ignore', divide='ignore'):
+                    ratio = np.where(high_ex > 0, ex(task) / np.where(high_ex > 0, high_ex, 1), math.nan)
+                checks.append(score(f'{role}: executed blocks ÷ high-level mean', task,
+                                    f'< 1 (holds if ≤ {FEWER_BLOCKS_MAX_RATIO})', ratio,
+                                    lambda m: m <= FEWER_BLOCKS_MAX_RATIO))
+                if role == 'low-level':
+                    shift = [c - h for c, h in zip(ce(task), high_ce)]
+                    checks.append(score('low-level: executed-block centre − high-level mean', task,
+                                        f'< 0 (holds if ≤ −{MIN_MARGIN}: bottom blocks)', shift,
+                                        lambda m: m <= -MIN_MARGIN))
+    if relations.duplicate is not None and relations.unrelated is not None:
+        gap = share(*relations.unrelated) - share(*relations.duplicate)
+        subject = ' − '.join(f'({a}, {b})' for a, b in (relations.unrelated, relations.duplicate))
+        checks.append(score(f'top-{k} sharing: unrelated − duplicate', subject, f'< 0 (holds if ≤ −{MIN_MARGIN})',
+                            gap, lambda m: m <= -MIN_MARGIN))
+    return checks

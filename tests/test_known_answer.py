@@ -330,3 +330,88 @@ def test_policy_learning_then_the_scores_tool(dataroot, tmp_path):
     for ext in ('md', 'tex', 'csv'):
         assert (out / f'known_answer_scores.{ext}').stat().st_size > 0
     assert (out / 'known_answer_policy.png').read_bytes()[:4] == b'\x89PNG'
+
+
+# ------------------------------------------------------------------------------------------------ the comparison
+def test_architecture_checks_match_the_sampled_scores_and_map_single_task_to_private_operators():
+    rng = np.random.RandomState(3)
+    decisions = rng.randint(0, 2, (4, len(TASKS), 4))
+    by_operator = S.architecture_checks(TASKS, S.adashare_operators(decisions))
+    sampled = {c.name: c for c in S.known_answer_scores(TASKS, decisions.mean(axis=0), decisions).checks}
+    for check in by_operator:
+        assert check.samples == pytest.approx(sampled[check.name].samples, nan_ok=True)
+        assert check.probability is None
+    single = S.architecture_checks(TASKS, S.private_operators(len(TASKS), 4)[None])
+    values = {c.name: c.samples[0] for c in single}
+    assert values['duplicate: decision agreement'] == 0.0  # private copies: nothing shared, nothing agreed
+    assert values['top-2 sharing: unrelated − duplicate'] == 0.0
+    shared = S.architecture_checks(TASKS, S.adashare_operators(np.ones((1, len(TASKS), 4), dtype=int)))
+    assert {c.name: c.holds for c in shared} == {
+        'duplicate: decision agreement': True, 'low-level: executed blocks ÷ high-level mean': False,
+        'low-level: executed-block centre − high-level mean': False,
+        'unlearnable: executed blocks ÷ high-level mean': False, 'top-2 sharing: unrelated − duplicate': False}
+
+
+def test_decided_fraction():
+    assert S.decided_fraction([[0.05, 0.5], [0.95, 0.2]]) == 0.5
+    assert S.decided_fraction(np.full((3, 4), 0.5)) == 0.0
+    with pytest.raises(ValueError):
+        S.decided_fraction([0.5], margin=0.6)
+
+
+def test_compare_command_end_to_end_on_tiny_runs(tmp_path, capsys):
+    """tools/known_answer.py compare --quick: policy learning, random policies, retraining and testing of
+    AdaShare, Random #1, Multi-Task and Single-Task on 96x128 known-answer data, then both tables."""
+    data = tmp_path / 'data'
+    generate_dataset('known_answer', str(data), num_train=8, num_test=2, num_val=2, height=96, width=128, seed=5,
+                     progress=False)
+    with open(os.path.join(ROOT, 'yamls', 'tables', 'synthetic_known_answer.yml')) as f:
+        spec = yaml.safe_load(f)
+    keep = ('Single-Task', 'Multi-Task', 'AdaShare', 'Random #1')
+    spec['rows'] = [row for row in spec['rows'] if row['method'] in keep]
+    assert [row['method'] for row in spec['rows']] == list(keep)
+    spec_path = tmp_path / 'spec.yml'
+    spec_path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / 'out'
+    from tools.known_answer import main as tool
+    assert tool(['compare', '--quick', '--seeds', '1', '--spec', str(spec_path), '--out', str(out),
+                 '--dataroot', str(data)]) == 0
+    printed = capsys.readouterr().out
+    checks = (out / 'known_answer_checks.md').read_text()
+    for method in keep:
+        assert f'| {method} |' in checks
+    assert (out / 'adashare_scores' / 'known_answer_policy.png').read_bytes()[:4] == b'\x89PNG'
+    metrics = (out / 'spec.md').read_text()
+    assert 'Δ_T' in metrics and '| AdaShare |' in metrics
+    assert 'Known-answer checks' in printed
+
+
+DERIVED = {'ablations/random1.yml': {}, 'ablations/random2.yml': {},
+           'ablations/no_curriculum.yml': {'is_curriculum': False}, 'ablations/no_sparsity.yml': {'is_sparse': False},
+           'ablations/no_sharing.yml': {'is_sharing': False},
+           'baselines/multi_task.yml': {'architecture': 'multi_task'},
+           'baselines/single_task.yml': {'architecture': 'single_task'}}
+
+
+@pytest.mark.parametrize('rel', sorted(DERIVED))
+def test_comparison_configs_differ_from_cpu_yml_only_in_name_and_switch(rel):
+    folder = os.path.join(ROOT, 'yamls', 'synthetic', 'known_answer')
+    with open(os.path.join(folder, 'cpu.yml')) as f:
+        base = yaml.safe_load(f)
+    with open(os.path.join(folder, rel)) as f:
+        raw = yaml.safe_load(f)
+    assert raw.pop('exp_name') == base.pop('exp_name') + '_' + os.path.splitext(os.path.basename(rel))[0]
+    assert raw == dict(base, **DERIVED[rel])
+    from config import load_config
+    load_config(os.path.join(folder, rel), 'test' if 'architecture' in DERIVED[rel] else 'train_policy')
+
+
+def test_comparison_spec_lists_every_comparison_config():
+    with open(os.path.join(ROOT, 'yamls', 'tables', 'synthetic_known_answer.yml')) as f:
+        spec = yaml.safe_load(f)
+    configs = {row['config'] for row in spec['rows']}
+    assert configs == {'yamls/synthetic/known_answer/cpu.yml'} | {f'yamls/synthetic/known_answer/{r}' for r in DERIVED}
+    from tools.known_answer import AUTOMTL_ROW, _with_optional_rows
+    from config import ARCHITECTURES
+    methods = [row['method'] for row in _with_optional_rows(spec)['rows']]
+    assert (AUTOMTL_ROW['method'] in methods) == ('automtl' in ARCHITECTURES)
