@@ -14,9 +14,9 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from config.schema import (BACKBONE_BLOCKS, DATASET_TASKS, FIXED_TASK_CHANNELS, KEYS, MULTI_COLUMN, REPO_ROOT, REQUIRED,
-                           SCHEMA, SCRIPTS, SECTIONS, TRAIN_RETRAIN, ConfigError, ConfigFileNotFoundError, Derived, Key,
-                           backbone_blocks)
+from config.schema import (BACKBONE_BLOCKS, DATASET_TASKS, FIXED_TASK_CHANNELS, KEYS, KNOWN_ANSWER_SEG_CLASSES,
+                           MULTI_COLUMN, REPO_ROOT, REQUIRED, SCHEMA, SCRIPTS, SECTIONS, TRAIN_RETRAIN, ConfigError,
+                           ConfigFileNotFoundError, Derived, Key, backbone_blocks)
 from utils.checks import Check, Nullable, is_int, show
 
 # ----------------------------------------------------------------------------------------- YAML reading
@@ -212,6 +212,9 @@ def _rule_channels(opt: Mapping[str, Any], script: str):
                                                "label19)")
         if task == 'seg' and dataset == 'Taskonomy' and n != 17:
             yield 'tasks_num_class', classes, 'expected 17 seg classes for Taskonomy (semseg_prior_factor.npy)'
+        if task in ('seg', 'seg_perm') and dataset == 'KnownAnswer' and n != KNOWN_ANSWER_SEG_CLASSES:
+            yield 'tasks_num_class', classes, (f'expected {KNOWN_ANSWER_SEG_CLASSES} classes for task {task!r} of '
+                                               f'KnownAnswer (the NYU40 labels, permuted for seg_perm)')
 
 
 def _rule_reference(opt: Mapping[str, Any], script: str):
@@ -219,6 +222,7 @@ def _rule_reference(opt: Mapping[str, Any], script: str):
     if script not in TRAIN_RETRAIN:
         return
     tasks, dataset = opt['tasks'], opt['dataload']['dataset']
+    # KnownAnswer has a reference for every one of its tasks (evaluation.metrics), for any task set.
     if dataset == 'NYU_v2' and len(tasks) not in (2, 3):
         yield 'tasks', tasks, 'expected 2 or 3 tasks for NYU_v2 (the reference metrics of the score exist for those)'
     if dataset == 'CityScapes' and 'seg' in tasks and len(opt['tasks_num_class']) == len(tasks):

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from utils.checks import Boolean, Check, Choice, Integer, ListOf, Mapping_, Nullable, Number, Text  # noqa: F401
 from utils.paths import REPO_ROOT  # noqa: F401 (part of the config API)
+from utils.tasks import FIXED_TASK_CHANNELS, TASKS  # noqa: F401 - re-exported: the task registry is utils/tasks.py
 
 
 SCRIPTS = ('train_policy', 're-train', 'test')
@@ -19,14 +20,16 @@ RETRAIN = ('re-train',)
 TRAIN_RETRAIN = ('train_policy', 're-train')
 ALL = SCRIPTS
 
-TASKS = ('seg', 'sn', 'depth', 'keypoint', 'edge')
-DATASETS = ('NYU_v2', 'CityScapes', 'Taskonomy')
-DATASET_TASKS = {'NYU_v2': ('seg', 'sn', 'depth'), 'CityScapes': ('seg', 'depth'), 'Taskonomy': TASKS}
+PAPER_TASKS = ('seg', 'sn', 'depth', 'keypoint', 'edge')
+# KnownAnswer: the synthetic sharing benchmark with a known answer (docs/known_answer.md).
+DATASETS = ('NYU_v2', 'CityScapes', 'Taskonomy', 'KnownAnswer')
+DATASET_TASKS = {'NYU_v2': ('seg', 'sn', 'depth'), 'CityScapes': ('seg', 'depth'), 'Taskonomy': PAPER_TASKS,
+                 'KnownAnswer': ('seg', 'sn', 'depth', 'seg_perm', 'texture', 'blur', 'noise')}
+KNOWN_ANSWER_SEG_CLASSES = 40  # the generator writes NYU40 labels; seg_perm permutes them
 # Residual blocks L of the Deeplab-ResNets (the policy has L - skip_layer rows per task); any registry
 # backbone: backbone_blocks().
 BACKBONE_BLOCKS = {'ResNet10': 4, 'ResNet18': 8, 'ResNet34': 16, 'ResNet101': 33}
-# Output channels the losses and metrics of these tasks assume.
-FIXED_TASK_CHANNELS = {'sn': 3, 'depth': 1, 'keypoint': 1, 'edge': 1}
+# FIXED_TASK_CHANNELS (utils/tasks.py): output channels the losses and metrics of these tasks assume.
 SPLITS = ('train', 'train1', 'train2', 'val', 'test', 'test_small')
 MAX_SEED = 2 ** 32 - 1  # numpy's seeding limit
 # `architecture:` values: AdaShare's gated network, AutoMTL's supermodel (docs/automtl.md), then the paper's baselines (models/baselines registry;
@@ -167,7 +170,7 @@ SCHEMA: tuple[Key, ...] = (
     Key('tasks', ListOf(Choice(TASKS)), 'Ordered tasks; the order fixes the task ids (task1, task2, ...) and the '
         'order of lambdas and tasks_num_class.', required_by=needs(ALL)),
     Key('tasks_num_class', ListOf(Integer(1)), 'Output channels of each task head (seg: classes, sn 3, depth/'
-        'keypoint/edge 1).', required_by=needs(ALL)),
+        'keypoint/edge 1; KnownAnswer: seg and seg_perm 40, texture 4, blur/noise 1).', required_by=needs(ALL)),
     Key('lambdas', ListOf(Number(ge=0)), 'Task-loss weights, one per task, in weight and policy steps and in '
         'retraining.', required_by=needs(TRAIN_RETRAIN)),
     Key('policy_model', Choice(('task-specific',), refused={'instance-specific': 'not supported yet '
@@ -256,7 +259,9 @@ SCHEMA: tuple[Key, ...] = (
         '`policy<label>.pickle`.', required_by=needs(ALL), path=True),
     # --- dataload (docs/original.md §1.3)
     Key('dataload.dataset', Choice(DATASETS), 'Picks the loader, the CE ignore index, the depth mask rule and '
-        'the reference metrics.', required_by=needs(ALL)),
+        'the reference metrics. KnownAnswer (extension): the synthetic sharing benchmark of docs/known_answer.md '
+        '(the NYU v2 layout plus seg_perm, texture, blur and noise targets; NYU v2 rules for seg, sn, depth).',
+        required_by=needs(ALL)),
     Key('dataload.dataroot', Text('path'), 'Dataset root: the json index of the splits and the data files it '
         'lists.', required_by=needs(ALL), path=True),
     Key('dataload.crop_h', Integer(1), 'Random-crop height of the train/train1/train2 splits.',

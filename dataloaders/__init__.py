@@ -1,5 +1,5 @@
-"""Dataset loaders of AdaShare (docs/original.md §9): NYU v2, CityScapes, Tiny-Taskonomy, plus the
-DataLoader factory."""
+"""Dataset loaders of AdaShare (docs/original.md §9): NYU v2, CityScapes, Tiny-Taskonomy, the synthetic
+known-answer sharing benchmark (docs/known_answer.md), plus the DataLoader factory."""
 from __future__ import annotations
 
 import random
@@ -10,11 +10,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dataloaders.cityscapes import CityScapes
+from dataloaders.known_answer import KnownAnswer
 from dataloaders.nyu_v2 import NYU_v2, is_samples_folder
 from dataloaders.taskonomy import Taskonomy
 from dataloaders.transforms import IMG_MEAN, TRAIN_SPLITS, is_train_split
 
-DATASETS = {'NYU_v2': NYU_v2, 'CityScapes': CityScapes, 'Taskonomy': Taskonomy}
+DATASETS = {'NYU_v2': NYU_v2, 'CityScapes': CityScapes, 'Taskonomy': Taskonomy, 'KnownAnswer': KnownAnswer}
 
 
 def build_dataset(dataset: str, dataroot: str, split: str, *, crop_h: int | None = None,
@@ -26,9 +27,9 @@ def build_dataset(dataset: str, dataroot: str, split: str, *, crop_h: int | None
         raise ValueError(f"unknown dataset '{dataset}'; valid names: {sorted(DATASETS)}")
     if not is_train_split(split):
         crop_h = crop_w = None  # evaluation splits are never cropped (docs/original.md §1.3)
-    if dataset == 'NYU_v2':
-        return NYU_v2(dataroot, split, crop_h, crop_w, eval_h, eval_w, decode_normals=decode_normals,
-                      num_seg_classes=num_seg_classes)
+    if dataset in ('NYU_v2', 'KnownAnswer'):
+        return DATASETS[dataset](dataroot, split, crop_h, crop_w, eval_h, eval_w, decode_normals=decode_normals,
+                                 num_seg_classes=num_seg_classes)
     if dataset == 'CityScapes':
         return CityScapes(dataroot, split, crop_h, crop_w, eval_h, eval_w, small_res=small_res,
                           num_seg_classes=num_seg_classes)
@@ -43,6 +44,8 @@ def build_dataset_from_config(opt: dict[str, Any], split: str) -> Dataset:
     num_seg_classes = None
     if 'seg' in tasks:
         num_seg_classes = int(opt['tasks_num_class'][tasks.index('seg')])
+    elif 'seg_perm' in tasks:  # KnownAnswer: seg_perm has seg's classes (config/load.py checks both)
+        num_seg_classes = int(opt['tasks_num_class'][tasks.index('seg_perm')])
     quirks = opt.get('quirks') or {}
     return build_dataset(
         dataload['dataset'], dataload['dataroot'], split,
@@ -50,7 +53,7 @@ def build_dataset_from_config(opt: dict[str, Any], split: str) -> Dataset:
         crop_w=dataload.get('crop_w') if train else None,
         eval_h=dataload.get('eval_h'), eval_w=dataload.get('eval_w'),
         small_res=bool(dataload.get('small_res', False)),
-        num_seg_classes=num_seg_classes if dataload['dataset'] in ('CityScapes', 'NYU_v2') else None,
+        num_seg_classes=num_seg_classes if dataload['dataset'] in ('CityScapes', 'NYU_v2', 'KnownAnswer') else None,
         decode_normals=bool(quirks.get('decode_normals', False)))
 
 
@@ -74,5 +77,5 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bo
                       worker_init_fn=seed_worker, generator=generator)
 
 
-__all__ = ['NYU_v2', 'CityScapes', 'Taskonomy', 'DATASETS', 'IMG_MEAN', 'TRAIN_SPLITS', 'build_dataset',
+__all__ = ['NYU_v2', 'CityScapes', 'Taskonomy', 'KnownAnswer', 'DATASETS', 'IMG_MEAN', 'TRAIN_SPLITS', 'build_dataset',
            'build_dataset_from_config', 'build_loader', 'is_samples_folder', 'seed_worker']

@@ -59,7 +59,19 @@ def decode_normals(normal_bgr: np.ndarray) -> np.ndarray:
 
 
 class NYU_v2(Dataset):
-    """NYU v2 (seg 40 classes, surface normals, depth) as batch dicts img/seg/normal/depth/name."""
+    """NYU v2 (seg 40 classes, surface normals, depth) as batch dicts img/seg/normal/depth/name.
+
+    A subclass may read more label files per entry (dataloaders/known_answer.py): the class attributes below
+    name its index, and the three `_extra_*` hooks read them, give their pad values and make their tensors;
+    they go through the same augmentation as the NYU labels. Here they add nothing.
+    """
+
+    dataset_name = 'NYU_v2'
+    layout = 'nyu_v2'
+    json_name = JSON_NAME
+    entry_len = 4
+    layout_tree = LAYOUT_TREE
+    allows_samples_folder = True
 
     def __init__(self, dataroot: str, split: str, crop_h: int | None = None, crop_w: int | None = None,
                  eval_h: int | None = None, eval_w: int | None = None, decode_normals: bool = False,
@@ -68,23 +80,24 @@ class NYU_v2(Dataset):
         self.num_seg_classes = num_seg_classes  # labels are checked against it when given
         self.split = split
         self.decode_normals = decode_normals
-        self.samples_folder = is_samples_folder(dataroot)
+        self.samples_folder = self.allows_samples_folder and is_samples_folder(dataroot)
         if self.samples_folder:
             if split != 'test':
                 raise ValueError(f"'{dataroot}' is a samples folder (no {JSON_NAME}); its only split is "
                                  f"'test', got '{split}'")
             self.entries = index_samples_folder(dataroot)
         else:
-            self.entries = T.load_split_index(dataroot, JSON_NAME, split, 4, 'NYU_v2', 'nyu_v2', LAYOUT_TREE)
+            self.entries = T.load_split_index(dataroot, self.json_name, split, self.entry_len, self.dataset_name,
+                                              self.layout, self.layout_tree)
         self.augment = T.is_train_split(split)
-        self.out_hw = T.resolve_output_size('NYU_v2', split, crop_h, crop_w, eval_h, eval_w, DEFAULT_EVAL_HW)
+        self.out_hw = T.resolve_output_size(self.dataset_name, split, crop_h, crop_w, eval_h, eval_w, DEFAULT_EVAL_HW)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> dict:
         paths = dict(zip(('img', 'seg', 'normal', 'depth'),
-                         (os.path.join(self.dataroot, rel) for rel in self.entries[index])))
+                         (os.path.join(self.dataroot, rel) for rel in self.entries[index][:4])))
         img = T.read_png(paths['img'], 'NYU v2 image', 3, (np.uint8,))
         seg = T.read_png(paths['seg'], 'NYU v2 segmentation', 1, (np.uint8,))[:, :, None]
         normal = T.read_png(paths['normal'], 'NYU v2 normal', 3, (np.uint8,))
@@ -97,28 +110,50 @@ class NYU_v2(Dataset):
         T.require_shape(depth, paths['depth'], 'NYU v2 depth', (None, None, 1))
         depth = depth.astype(np.float32, copy=False)
         labels = {'seg': seg, 'normal': normal, 'depth': depth}
+        extra_paths = {name: os.path.join(self.dataroot, rel) for name, rel in self._extra_paths(index).items()}
+        labels.update(self._extra_labels(extra_paths))
+        paths = {**paths, **extra_paths}
         T.require_same_size({'img': img, **labels}, paths)
         if self.decode_normals:
             labels['normal'] = decode_normals(normal)
 
         if self.augment:
-            pad_values = {'seg': SEG_IGNORE, 'normal': 0 if self.decode_normals else NORMAL_INVALID, 'depth': 0}
+            pad_values = {'seg': SEG_IGNORE, 'normal': 0 if self.decode_normals else NORMAL_INVALID, 'depth': 0,
+                          **self._extra_pad_values()}
             # Faithful: raw normals are mirrored without negating x; decoded ones negate x.
             negate_x = ('normal',) if self.decode_normals else ()
             img, labels = T.augment_train_sample(img, labels, pad_values, *self.out_hw, negate_x=negate_x)
         else:
-            T.require_eval_size({'img': img, **labels}, paths, self.out_hw, 'NYU_v2')
+            T.require_eval_size({'img': img, **labels}, paths, self.out_hw, self.dataset_name)
 
         return {
             'img': T.hwc_to_tensor(T.subtract_mean(img)),
             'seg': T.hwc_to_tensor(labels['seg'], np.uint8),
             'normal': T.hwc_to_tensor(labels['normal'], np.float32 if self.decode_normals else np.uint8),
             'depth': T.hwc_to_tensor(labels['depth'], np.float32),
+            **self._extra_tensors(labels),
             'name': os.path.basename(self.entries[index][0]),
         }
 
+    # Hooks of a subclass with more label files (none here).
+    def _extra_paths(self, index: int) -> dict[str, str]:
+        """Label name -> path relative to dataroot of the extra files of entry `index`."""
+        return {}
+
+    def _extra_labels(self, paths: dict[str, str]) -> dict[str, np.ndarray]:
+        """The extra labels read from `paths`, each [H, W, C] at the image size."""
+        return {}
+
+    def _extra_pad_values(self) -> dict[str, float]:
+        """Pad (ignore) value of each extra label in the train-split crop."""
+        return {}
+
+    def _extra_tensors(self, labels: dict[str, np.ndarray]) -> dict:
+        """Batch entries of the extra labels (after augmentation)."""
+        return {}
+
     def name(self) -> str:
-        return 'NYU_v2'
+        return self.dataset_name
 
     def __repr__(self) -> str:
         mode = 'samples folder' if self.samples_folder else JSON_NAME

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.metrics import DEPTH_MIN, GT_KEYS, PAD_VALUE, check_dataset, seg_ignore_index
+from utils.tasks import task_kind
 
 # The original's nn.CosineSimilarity() default.
 COSINE_EPS = 1e-8
@@ -114,6 +115,7 @@ def task_loss(task: str, pred: torch.Tensor, batch: Mapping[str, Any], dataset: 
               decode_normals: bool = False, masked: bool = False) -> torch.Tensor:
     """Loss of one task: the batch's ground truth is resized (nearest) to the prediction, then compared.
 
+    The task's kind (utils/tasks.py) picks the loss; `class_weights` (Taskonomy's prior) weight `seg` only.
     `masked`: the host-sync-free masked-mean forms (`speed.masked_losses`), not bit-equal to the original.
     """
     if task not in GT_KEYS:
@@ -127,11 +129,13 @@ def task_loss(task: str, pred: torch.Tensor, batch: Mapping[str, Any], dataset: 
     if gt.dim() == 3:  # [B,H,W] -> [B,1,H,W]
         gt = gt.unsqueeze(1)
     gt = resize_nearest(gt.to(pred.device, non_blocking=True), size)
-    if task == "seg":
-        return seg_loss(pred, gt, seg_ignore_index(dataset), class_weights, masked=masked)
-    if task == "sn":
+    kind = task_kind(task)
+    if kind == "seg":
+        weights = class_weights if task == "seg" else None
+        return seg_loss(pred, gt, seg_ignore_index(dataset), weights, masked=masked)
+    if kind == "sn":
         return normal_loss(pred, gt, decoded=decode_normals, masked=masked)
-    if task == "depth":
+    if kind == "depth":
         depth_mask = batch.get("depth_mask")
         if depth_mask is not None:
             if depth_mask.dim() == 3:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("NYU_v2", "CityScapes", "Taskonomy")
-TASKS = ("seg", "sn", "depth", "keypoint", "edge")
-GT_KEYS = {"seg": "seg", "sn": "normal", "depth": "depth", "keypoint": "keypoint", "edge": "edge"}
+from utils.tasks import GT_KEYS, TASK_SPECS, TASKS, task_kind  # noqa: F401 - GT_KEYS, TASKS re-exported
+
+# KnownAnswer: the synthetic sharing benchmark (docs/known_answer.md); NYU v2 rules for seg, sn and depth.
+DATASETS = ("NYU_v2", "CityScapes", "Taskonomy", "KnownAnswer")
 ANGLE_THRESHOLDS = (11.25, 22.5, 30.0, 45.0)
 # Minimum depth of a valid NYU/CityScapes pixel (the original's `> 3e-5`).
 DEPTH_MIN = 3e-5
@@ -498,12 +499,16 @@ class MultiTaskMetrics:
         self.protocol = protocol
         self.extras = extras
         self.metrics: dict[str, Any] = {}
+        # One metric per task kind (utils/tasks.py); Taskonomy's class weights belong to its own `seg` only.
+        self.kinds = {task: task_kind(task) for task in self.tasks}
         for task, num_class in zip(self.tasks, tasks_num_class):
-            if task == "seg":
-                self.metrics[task] = SegMetric(num_class, seg_ignore_index(dataset), seg_class_weights, protocol)
-            elif task == "sn":
+            kind = self.kinds[task]
+            if kind == "seg":
+                weights = seg_class_weights if task == "seg" else None
+                self.metrics[task] = SegMetric(num_class, seg_ignore_index(dataset), weights, protocol)
+            elif kind == "sn":
                 self.metrics[task] = NormalMetric(protocol, extras, cosine=dataset == "Taskonomy")
-            elif task == "depth":
+            elif kind == "depth":
                 self.metrics[task] = DepthMetric(dataset, protocol, extras)
             else:
                 self.metrics[task] = L1Metric(protocol)
@@ -524,9 +529,9 @@ class MultiTaskMetrics:
             gt = batch[key]
             batch_size = len(batch["img"]) if "img" in batch else gt.shape[0]
             metric = self.metrics[task]
-            if task == "sn":
+            if self.kinds[task] == "sn":
                 metric.update(pred, gt)
-            elif task == "depth":
+            elif self.kinds[task] == "depth":
                 metric.update(pred, gt, batch.get("depth_mask"), batch_size=batch_size, names=batch.get("name"))
             else:
                 metric.update(pred, gt, batch_size=batch_size)
@@ -559,6 +564,17 @@ _TASKONOMY = {
     "keypoint": {"err": 0.197},
     "edge": {"err": 0.212},
 }
+# KnownAnswer has no published numbers: the validation score only needs a scale per metric, so seg, sn and
+# depth take NYU v2's 3-task references (the same scenes and label formats), seg_perm seg's (its duplicate),
+# texture a 4-class scale, blur and noise the L1 of a constant prediction (noise: E|U - 0| = 0.5 for U uniform
+# on [-1, 1]; blur: about the spread of a grey image in [-1, 1]).
+_KNOWN_ANSWER = {
+    **_NYU_3TASK,
+    "seg_perm": dict(_NYU_3TASK["seg"]),
+    "texture": {"mIoU": 0.5, "Pixel Acc": 0.7},
+    "blur": {"err": 0.2},
+    "noise": {"err": 0.5},
+}
 
 
 def reference_metrics(dataset: str, tasks: Sequence[str], num_seg_classes: int | None = None,
@@ -582,15 +598,19 @@ def reference_metrics(dataset: str, tasks: Sequence[str], num_seg_classes: int |
                                  f"small_res={bool(small_res)}; expected one of (7, small_res true), "
                                  f"(7, small_res false), (19, small_res false)")
             table = {"seg": _CITYSCAPES_SEG[key], "depth": _CITYSCAPES_DEPTH}
+    elif dataset == "KnownAnswer":
+        table = _KNOWN_ANSWER
     else:
         table = _TASKONOMY
     return {task: dict(table[task]) for task in tasks if task in table}
 
 
 def lower_is_better(task: str, metric: str) -> bool:
-    """Direction of any metric key of a result: angle errors, non-sigma depth metrics and every `err`."""
-    return ((task == "sn" and metric in ("Angle Mean", "Angle Median", "Angle RMSE"))
-            or (task == "depth" and not metric.startswith("sigma"))
+    """Direction of any metric key of a result: angle errors, non-sigma depth metrics and every `err`
+    (by the task's kind, utils/tasks.py; a name outside the registry is its own kind)."""
+    kind = TASK_SPECS[task].kind if task in TASK_SPECS else task
+    return ((kind == "sn" and metric in ("Angle Mean", "Angle Median", "Angle RMSE"))
+            or (kind == "depth" and not metric.startswith("sigma"))
             or metric == "err")
 
 
@@ -605,6 +625,9 @@ PAPER_METRICS: dict[str, dict[str, tuple[str, ...]]] = {
     # Table 4: each task's test loss, except sn: cosine similarity (higher is better).
     "Taskonomy": {"seg": ("err",), "sn": ("cosine_similarity",), "depth": ("abs_err",), "keypoint": ("err",),
                   "edge": ("err",)},
+    # Not a paper table: the known-answer benchmark's columns, NYU v2's per kind (docs/known_answer.md).
+    "KnownAnswer": {"seg": _SEG, "sn": _SN, "depth": _DEPTH, "seg_perm": _SEG, "texture": _SEG, "blur": ("err",),
+                    "noise": ("err",)},
 }
 
 

@@ -21,6 +21,7 @@ import yaml
 from evaluation import summary as S
 from evaluation.metrics import paper_metrics
 from utils.paths import REPO_ROOT
+from utils.tasks import TASK_SPECS
 
 PAPER_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'paper_tables.json')
 # The AutoMTL paper's tables (ids 'automtl-<n>', its own numbering), kept apart from the AdaShare paper's.
@@ -41,8 +42,9 @@ COLUMN_STYLE: dict[tuple[str, str], tuple[str, float, int]] = {
     ('depth', 'sigma_1.25'): ('1.25', 1.0, 2), ('depth', 'sigma_1.25^2'): ('1.25²', 1.0, 2),
     ('depth', 'sigma_1.25^3'): ('1.25³', 1.0, 2),
 }
-# Tiny-Taskonomy's columns are one value per task, labelled by the task (Table 4).
-TASK_TITLES = {'seg': 'Seg', 'sn': 'SN', 'depth': 'Depth', 'keypoint': 'Keypoint', 'edge': 'Edge'}
+# Tiny-Taskonomy's columns are one value per task, labelled by the task (Table 4); the titles of every task are
+# the registry's (utils/tasks.py).
+TASK_TITLES = {name: spec.title for name, spec in TASK_SPECS.items()}
 UNITS = ('Units: mIoU and Pixel Acc in %; normal Mean/Median in degrees and 11.25°/22.5°/30° in % of pixels '
          'within; depth Abs/Rel as the result files, 1.25ⁿ in % within δ; Tiny-Taskonomy: the test loss of each '
          'task, SN the cosine similarity. # Params: backbone parameters relative to one single-task backbone.')
@@ -74,10 +76,21 @@ def table_columns(dataset: str, tasks: Sequence[str]) -> list[Column]:
         for key, lower in paper_metrics(dataset, task):
             if dataset == 'Taskonomy':
                 label, scale, decimals = TASK_TITLES[task], 1.0, 4
-            else:
+            elif (task, key) in COLUMN_STYLE:
                 label, scale, decimals = COLUMN_STYLE[(task, key)]
+            else:  # a task beyond the paper's (utils/tasks.py): its kind's style, labelled with the task
+                label, scale, decimals = _kind_style(task, key)
             columns.append(Column(task, key, lower, label, scale, decimals))
     return columns
+
+
+def _kind_style(task: str, key: str) -> tuple[str, float, int]:
+    """Column style of a non-paper task: the style of its kind's metric (an L1 `err` with 4 decimals)."""
+    spec = TASK_SPECS[task]
+    if (spec.kind, key) in COLUMN_STYLE:
+        label, scale, decimals = COLUMN_STYLE[(spec.kind, key)]
+        return f'{spec.title} {label}', scale, decimals
+    return spec.title, 1.0, 4
 
 
 # ----------------------------------------------------------------------------------------- specs
@@ -439,9 +452,18 @@ def mark_ranks(lines: Sequence[Line], lower: Sequence[bool]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Block:
+    """One titled block of rows; `run_header` '' = no run column; `section` names it in the CSV."""
+    title: str
+    run_header: str
+    lines: list[Line]
+    section: str
+
+
 @dataclass
 class Table:
-    """Everything a renderer needs."""
+    """Everything a renderer needs: a paper table (the renderers also take a `PlainTable`)."""
     spec: TableSpec
     dataset: str
     tasks: list[str]
@@ -461,6 +483,44 @@ class Table:
     @property
     def lower(self) -> list[bool]:
         return _lower(self.columns, self.tasks)
+
+    @property
+    def title(self) -> str:
+        return self.spec.title
+
+    generator = 'python tools/tables.py'
+    row_header = 'Method'
+    csv_run_name = 'run'
+    csv_std_start = 1  # no ± column for # Params
+
+    def blocks(self) -> list[Block]:
+        return _blocks(self)
+
+    def csv_names(self) -> list[str]:
+        return ['# Params', *(f'{c.task}.{c.key}' for c in self.columns), *(f'delta_{t}' for t in self.tasks),
+                'delta_T']
+
+
+@dataclass
+class PlainTable:
+    """A table of other numbers in the paper tables' renderers (markdown, LaTeX, CSV): a title, the value
+    headers shared by every block, the blocks and notes. Each value column has a CSV name."""
+    title: str
+    headers: list[str]
+    csv_value_names: list[str]
+    block_list: list[Block]
+    notes: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    generator: str = 'python tools/tables.py'
+    row_header: str = 'Method'
+    csv_run_name: str = 'run'
+    csv_std_start = 0
+
+    def blocks(self) -> list[Block]:
+        return list(self.block_list)
+
+    def csv_names(self) -> list[str]:
+        return list(self.csv_value_names)
 
 
 def _lower(columns: Sequence[Column], tasks: Sequence[str]) -> list[bool]:
@@ -580,12 +640,13 @@ def missing_runs(rows: Sequence[Row]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- rendering
-def _blocks(table: Table) -> list[tuple[str, str, list[Line]]]:
-    """(title, run-column header, lines) of each block."""
-    blocks = [('Our runs: best of the seeds by validation score (the paper\'s protocol)', 'Run', table.best),
-              ('Our runs: mean ± std over the seeds', 'Runs', table.mean)]
+def _blocks(table: Table) -> list[Block]:
+    """The blocks of a paper table: best of seeds, mean ± std, and the published numbers."""
+    blocks = [Block('Our runs: best of the seeds by validation score (the paper\'s protocol)', 'Run', table.best,
+                    'best_of_seeds'),
+              Block('Our runs: mean ± std over the seeds', 'Runs', table.mean, 'mean_std')]
     if table.paper is not None:
-        blocks.append((f'Published: paper Table {table.paper_data["table"]}', '', table.paper))
+        blocks.append(Block(f'Published: paper Table {table.paper_data["table"]}', '', table.paper, 'paper'))
     return blocks
 
 
@@ -594,10 +655,10 @@ def _md_cell(cell: Cell) -> str:
     return f'**{text}**' if cell.mark == 'best' else f'<u>{text}</u>' if cell.mark == 'second' else text
 
 
-def render_markdown(table: Table) -> str:
-    out = [f'# {table.spec.title}', '']
-    for title, run_header, lines in _blocks(table):
-        headers = ['Method', *([run_header] if run_header else []), *table.headers]
+def render_markdown(table: Table | PlainTable) -> str:
+    out = [f'# {table.title}', '']
+    for title, run_header, lines, _ in ((b.title, b.run_header, b.lines, b.section) for b in table.blocks()):
+        headers = [table.row_header, *([run_header] if run_header else []), *table.headers]
         out += [f'## {title}', '', '| ' + ' | '.join(headers) + ' |',
                 '|' + '|'.join(['---'] + ['---:'] * (len(headers) - 1)) + '|']
         for line in lines:
@@ -663,10 +724,10 @@ def _latex_note(note: str) -> str:
     return latex_escape(note)
 
 
-def render_latex(table: Table) -> str:
-    out = [f'% {latex_escape(table.spec.title)} (generated by python tools/tables.py; needs \\usepackage{{booktabs}})']
-    for title, run_header, lines in _blocks(table):
-        headers = ['Method', *([run_header] if run_header else []), *table.headers]
+def render_latex(table: Table | PlainTable) -> str:
+    out = [f'% {latex_escape(table.title)} (generated by {table.generator}; needs \\usepackage{{booktabs}})']
+    for title, run_header, lines, _ in ((b.title, b.run_header, b.lines, b.section) for b in table.blocks()):
+        headers = [table.row_header, *([run_header] if run_header else []), *table.headers]
         out += ['', f'% {title}', f'\\textbf{{{latex_escape(title)}}}\\\\[2pt]',
                 '\\begin{tabular}{l' + ('c' if run_header else '') + 'r' * len(table.headers) + '}', '\\toprule',
                 ' & '.join(_latex_header(h) for h in headers) + ' \\\\', '\\midrule']
@@ -681,21 +742,21 @@ def render_latex(table: Table) -> str:
     return '\n'.join(out) + '\n'
 
 
-def render_csv(table: Table) -> str:
+def render_csv(table: Table | PlainTable) -> str:
     """Every block as rows (section, method, run, value columns, then the ± columns), unrounded numbers."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator='\n')
-    names = ['# Params', *(f'{c.task}.{c.key}' for c in table.columns), *(f'delta_{t}' for t in table.tasks),
-             'delta_T']
-    writer.writerow(['section', 'method', 'run', 'run_complete', *names, *(f'{n} std' for n in names[1:])])
-    sections = {'Run': 'best_of_seeds', 'Runs': 'mean_std', '': 'paper'}
-    for _, run_header, lines in _blocks(table):
-        for line in lines:
+    names = table.csv_names()
+    start = table.csv_std_start
+    writer.writerow(['section', table.row_header.lower(), table.csv_run_name, 'run_complete', *names,
+                     *(f'{n} std' for n in names[start:])])
+    for block in table.blocks():
+        for line in block.lines:
             values = ['' if c.value is None else repr(c.value) for c in line.cells]
-            stds = ['' if c.std is None else repr(c.std) for c in line.cells[1:]]
+            stds = ['' if c.std is None else repr(c.std) for c in line.cells[start:]]
             complete = '' if line.complete is None else str(line.complete).lower()
             run = '' if line.run == DASH else line.run
-            writer.writerow([sections[run_header], line.method, run, complete, *values, *stds])
+            writer.writerow([block.section, line.method, run, complete, *values, *stds])
     return buffer.getvalue()
 
 

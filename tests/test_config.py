@@ -372,7 +372,7 @@ def test_small_res_required_for_cityscapes_only(tmp_path):
     ('exp_name', 'a/b', 'expected a non-empty name (a string without / or \\)'),
     ('exp_name', '', 'expected a non-empty name (a string without / or \\)'),
     ('paths.log_dir', '', 'expected a non-empty path string'),
-    ('dataload.dataset', 'NYU', "expected one of 'NYU_v2', 'CityScapes', 'Taskonomy'"),
+    ('dataload.dataset', 'NYU', "expected one of 'NYU_v2', 'CityScapes', 'Taskonomy', 'KnownAnswer'"),
     ('backbone', 'ResNet50', "expected a backbone of the registry: ResNet10, ResNet18, ResNet34, ResNet101, "
                              "WRN-<depth>-<width> (e.g. WRN-16-8), MobileNetV2[-<width multiplier>], "
                              "tv:resnet18|34|50|101"),
@@ -384,7 +384,8 @@ def test_small_res_required_for_cityscapes_only(tmp_path):
     ('seed', [], 'expected a non-empty list, each item an integer in [0, 4294967295]'),
     ('seed', [1, -2], 'expected a non-empty list, each item an integer in [0, 4294967295] (item 1 = -2 is not)'),
     ('tasks', ['seg', 'normal', 'depth'], "expected a non-empty list, each item one of 'seg', 'sn', 'depth', "
-                                          "'keypoint', 'edge' (item 1 = 'normal' is not)"),
+                                          "'keypoint', 'edge', 'seg_perm', 'texture', 'blur', 'noise' "
+                                          "(item 1 = 'normal' is not)"),
     ('lambdas', [1, 'a', 3], "expected a non-empty list, each item a number >= 0 (item 1 = 'a' is not)"),
     ('tasks_num_class', [40, 0, 1], 'expected a non-empty list, each item an integer >= 1 (item 1 = 0 is not)'),
 ])

@@ -1,6 +1,7 @@
-"""Render a synthetic multi-task dataset in an AdaShare on-disk layout (NYU v2, CityScapes, Taskonomy, samples).
+"""Render a synthetic multi-task dataset in an AdaShare on-disk layout (NYU v2, CityScapes, Taskonomy, samples,
+and the known-answer sharing benchmark: docs/known_answer.md).
 
-    python tools/synthetic_data.py --layout {nyu_v2,cityscapes,taskonomy,nyu_v2_samples} --out DIR
+    python tools/synthetic_data.py --layout {nyu_v2,cityscapes,taskonomy,nyu_v2_samples,known_answer} --out DIR
                                    [--num-train N] [--num-test N] [--height H] [--width W] [--seed S]
 
 Library: dataloaders/synthetic/.

@@ -8,11 +8,14 @@ import numpy as np
 from tqdm import tqdm
 
 from .classes import TASKONOMY_CLASSES
-from .layouts import WRITERS, TaskonomyWriter, semseg_prior_factor
+from .known_answer import dataset_info, known_answer_arrays, noise_rng
+from .layouts import WRITERS, KnownAnswerWriter, TaskonomyWriter, semseg_prior_factor
 from .samples import make_sample
 
-LAYOUTS = ("nyu_v2", "cityscapes", "taskonomy", "nyu_v2_samples")
-DEFAULT_SIZES = {"nyu_v2": (480, 640), "nyu_v2_samples": (480, 640), "cityscapes": (256, 512), "taskonomy": (256, 256)}
+# known_answer: the NYU v2 layout's scenes plus the sharing benchmark's targets (docs/known_answer.md).
+LAYOUTS = ("nyu_v2", "cityscapes", "taskonomy", "nyu_v2_samples", "known_answer")
+DEFAULT_SIZES = {"nyu_v2": (480, 640), "nyu_v2_samples": (480, 640), "cityscapes": (256, 512), "taskonomy": (256, 256),
+                 "known_answer": (480, 640)}
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 _PARTITION_CODE = 3  # seeds the train1/train2 partition
 MIN_SIZE = 16
@@ -21,6 +24,14 @@ MIN_SIZE = 16
 def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of one item: any item is reproducible on its own from (seed, split, index)."""
     return np.random.default_rng([seed, SPLIT_CODES[split], index])
+
+
+def item_arrays(layout: str, seed: int, split: str, index: int, height: int, width: int) -> dict[str, np.ndarray]:
+    """The arrays of one item of `layout` (a known_answer item also draws its noise from its own stream)."""
+    if layout == "known_answer":
+        return known_answer_arrays(item_rng(seed, split, index), noise_rng(seed, SPLIT_CODES[split], index),
+                                   height, width)
+    return make_sample(layout, item_rng(seed, split, index), height, width).arrays
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -54,7 +65,9 @@ def generate_dataset(layout: str, out_dir: str, num_train: int = 40, num_test: i
     index json also lists train1/train2 (80/20 of train) and test_small (the first half of test). The
     `nyu_v2_samples` layout writes only `num_test` test items (ids 0000, 0001...) and no json: the same pixels as
     the `nyu_v2` test items of the same seed. NYU v2 and Taskonomy draw the same rooms for the same seed (with
-    different intrinsics). Files already in `out_dir` are overwritten when they have the same name, others are left.
+    different intrinsics). The `known_answer` layout writes the `nyu_v2` items of the same seed plus the sharing
+    benchmark's targets (known_answer.py). Files already in `out_dir` are overwritten when they have the same
+    name, others are left.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
@@ -80,7 +93,7 @@ def generate_dataset(layout: str, out_dir: str, num_train: int = 40, num_test: i
     with tqdm(total=total, desc=f"synthetic {layout} {height}x{width}", unit="img", disable=not progress) as bar:
         for split, count in plan:
             for index in range(count):
-                arrays = make_sample(layout, item_rng(seed, split, index), height, width).arrays
+                arrays = item_arrays(layout, seed, split, index, height, width)
                 entries[split].append(writer.write(split, index, arrays))
                 if layout == "taskonomy" and split == "train":
                     labelled = arrays["seg"][arrays["seg"] > 0].astype(np.int64) - 1
@@ -90,6 +103,8 @@ def generate_dataset(layout: str, out_dir: str, num_train: int = 40, num_test: i
         writer.write_index(split_index(entries, seed))
     if isinstance(writer, TaskonomyWriter):
         writer.write_prior(semseg_prior_factor(seg_counts))
+    if isinstance(writer, KnownAnswerWriter):
+        writer.write_info(dataset_info())
     seconds = time.perf_counter() - start
     return {
         "layout": layout, "out_dir": out_dir, "height": height, "width": width, "seed": seed,

@@ -85,6 +85,28 @@ class NyuSamplesWriter(NyuWriter):
         return f"{index:04d}"
 
 
+class KnownAnswerWriter(NyuWriter):
+    """The NYU v2 files plus seg_perm/<id>.png, texture/<id>.png, blur/<id>.png, noise/<id>.png (8-bit gray);
+    known_answer.json lists all eight, nyu_v2_3task.json the NYU four (the folder is also an NYU v2 dataroot)."""
+
+    index_file = "known_answer.json"
+    EXTRA = ("seg_perm", "texture", "blur", "noise")
+
+    def write(self, split, index, arrays):
+        name = self.item_id(split, index)
+        return super().write(split, index, arrays) + [self.png(f"{key}/{name}.png", arrays[key]) for key in self.EXTRA]
+
+    def write_index(self, splits):
+        super().write_index(splits)
+        nyu = {split: [entry[:4] for entry in entries] for split, entries in splits.items()}
+        with open(os.path.join(self.root, NyuWriter.index_file), "w") as handle:
+            json.dump(nyu, handle)
+
+    def write_info(self, info: dict) -> None:
+        with open(os.path.join(self.root, "known_answer_info.json"), "w") as handle:
+            json.dump(info, handle, indent=1)
+
+
 class CityscapesWriter(LayoutWriter):
     """`[img, depth, label2, label7, label19]` = <split>/{image,depth,label_2,label_7,label_19}/<index>.npy."""
 
@@ -113,7 +135,7 @@ class TaskonomyWriter(LayoutWriter):
 
 
 WRITERS = {"nyu_v2": NyuWriter, "nyu_v2_samples": NyuSamplesWriter, "cityscapes": CityscapesWriter,
-           "taskonomy": TaskonomyWriter}
+           "taskonomy": TaskonomyWriter, "known_answer": KnownAnswerWriter}
 
 
 def semseg_prior_factor(counts: np.ndarray) -> np.ndarray:
