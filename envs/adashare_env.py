@@ -27,7 +27,6 @@ from models import policy as P
 from engine.device import DistContext, all_reduce_mean_
 from engine.pretrained import load_backbone_weights
 from engine.speed import SpeedOptions, apply_speed_options
-from evaluation.metrics import MetricProtocol, MultiTaskMetrics
 
 PHASES = ('warmup', 'weights', 'policy', 'retrain')
 
@@ -517,15 +516,6 @@ class AdaShareEnv(BaseEnv):
                                  f'Set train.nonfinite: skip to skip such batches instead.')
 
     # ---------------------------------------------------------------- validation
-    def metrics_for(self, extras: bool, cosine: bool = False) -> MultiTaskMetrics:
-        """The metrics of a validation; `cosine` adds the sn cosine_similarity without the other extras."""
-        metrics = MultiTaskMetrics(self.tasks, list(self.opt['tasks_num_class']), self.dataset,
-                                   protocol=MetricProtocol.from_config(self.opt), extras=extras,
-                                   seg_class_weights=self.seg_class_weights)
-        if cosine and 'sn' in metrics.metrics:
-            metrics.metrics['sn'].cosine = True
-        return metrics
-
     @torch.no_grad()
     def validate(self, loader: Iterable, mode: str, eval_iter: int = 10, extras: bool = False,
                  cosine: bool = False) -> dict:

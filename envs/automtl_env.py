@@ -23,7 +23,6 @@ from engine.automtl_loop import AutoMTLLoop
 from engine.device import DistContext
 from envs import losses as L
 from envs.base_env import BaseEnv
-from evaluation.metrics import MetricProtocol, MultiTaskMetrics
 from models import automtl as A
 from models import build_network
 
@@ -456,14 +455,6 @@ class AutoMTLEnv(BaseEnv):
                                  f'batches instead.')
 
     # ---------------------------------------------------------------- validation
-    def metrics_for(self, extras: bool, cosine: bool = False) -> MultiTaskMetrics:
-        metrics = MultiTaskMetrics(self.tasks, list(self.opt['tasks_num_class']), self.dataset,
-                                   protocol=MetricProtocol.from_config(self.opt), extras=extras,
-                                   seg_class_weights=self.seg_class_weights)
-        if cosine and 'sn' in metrics.metrics:
-            metrics.metrics['sn'].cosine = True
-        return metrics
-
     @torch.no_grad()
     def validate(self, loader: Iterable, mode: str, eval_iter: int = 10, extras: bool = False,
                  cosine: bool = False) -> dict:

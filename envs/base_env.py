@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from engine import checkpoint as ckpt
 from engine.device import DistContext, all_reduce_mean_
+from evaluation.metrics import MetricProtocol, MultiTaskMetrics
 
 
 class BaseEnv:
@@ -103,3 +104,13 @@ class BaseEnv:
         else:
             ckpt.load_state_tolerant(self.network, state['mtl-net'])
         return state
+
+    def metrics_for(self, extras: bool, cosine: bool = False) -> MultiTaskMetrics:
+        """The metrics of a validation (both methods); `cosine` adds the sn cosine_similarity without the
+        other extras."""
+        metrics = MultiTaskMetrics(self.tasks, list(self.opt['tasks_num_class']), self.dataset,
+                                   protocol=MetricProtocol.from_config(self.opt), extras=extras,
+                                   seg_class_weights=self.seg_class_weights)
+        if cosine and 'sn' in metrics.metrics:
+            metrics.metrics['sn'].cosine = True
+        return metrics
