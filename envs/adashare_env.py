@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import torch
 
 from envs import losses as L
-from envs.base_env import BaseEnv
+from envs.base_env import BaseEnv, NonFiniteLossError  # noqa: F401 (re-exported: tests import it from here)
 from envs.weighting import WeightingContext, build_weighting, combined_backward, lambda_sum
 from engine import checkpoint as ckpt
 from models import build_network
@@ -29,10 +29,6 @@ from engine.pretrained import load_backbone_weights
 from engine.speed import SpeedOptions, apply_speed_options
 
 PHASES = ('warmup', 'weights', 'policy', 'retrain')
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss or policy logit became NaN/inf."""
 
 
 @dataclass

@@ -22,17 +22,13 @@ from engine import checkpoint as ckpt
 from engine.automtl_loop import AutoMTLLoop
 from engine.device import DistContext
 from envs import losses as L
-from envs.base_env import BaseEnv
+from envs.base_env import BaseEnv, NonFiniteLossError  # noqa: F401 (re-exported: tests import it from here)
 from models import automtl as A
 from models import build_network
 
 PHASES = ('pretrain', 'weights', 'policy', 'retrain')
 EVAL_MODES = ('eval_pretrain', 'eval_hard', 'eval_fixed')
 POLICY_FORMAT = 'automtl-policy/1'
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss or policy logit became NaN/inf (AutoMTL)."""
 
 
 @dataclass

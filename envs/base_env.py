@@ -15,6 +15,10 @@ from engine.device import DistContext, all_reduce_mean_
 from evaluation.metrics import MetricProtocol, MultiTaskMetrics
 
 
+class NonFiniteLossError(RuntimeError):
+    """A loss or policy logit became NaN/inf (either method's env raises it)."""
+
+
 class BaseEnv:
     """Holds a network on one device and everything that must survive a restart."""
 
